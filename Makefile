@@ -1,0 +1,31 @@
+# The two commands of the README: `make demo` (the platform on local defaults) and `make test`.
+SHELL := /bin/bash
+VENV := .venv
+
+.PHONY: install demo test lint bench stop clean
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: requirements.lock
+	@command -v uv >/dev/null || python3 -m pip install --quiet uv
+	@[ -x $(VENV)/bin/python ] || uv venv --quiet --python python3.11 $(VENV)
+	uv pip sync --quiet --python $(VENV)/bin/python requirements.lock
+	@touch $@
+
+demo: install
+	platform/demo.sh
+
+test: install
+	$(VENV)/bin/pytest
+
+lint: install
+	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/pyright
+
+bench: install
+	$(VENV)/bin/python -m bench
+
+stop:
+	platform/kafka.sh stop
+
+clean: stop
+	rm -rf data .local

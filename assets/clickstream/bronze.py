@@ -1,0 +1,81 @@
+"""Bronze: every clickstream message exactly as Kafka delivered it, durable before it is acknowledged."""
+
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
+from assets.kafka_ingest import ingest
+from assets.pandera_checks import schema_check_result
+from resources import KafkaResource, LakeResource
+
+
+class BronzeClickstreamMessage(pa.DataFrameModel):
+    topic: Series[str]
+    partition: Series[int] = pa.Field(ge=0)
+    offset: Series[int] = pa.Field(ge=0)
+    kafka_timestamp: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs={"unit": "ms", "tz": "UTC"})
+    key: Series[object] = pa.Field(nullable=True)
+    payload: Series[object] = pa.Field(nullable=True)
+    event_date: Series[object]
+
+    @pa.dataframe_check
+    def offsets_unique(cls, frame: pd.DataFrame) -> bool:
+        return not frame.duplicated(["topic", "partition", "offset"]).any()
+
+
+class ClickstreamIngestConfig(dg.Config):
+    """Which records the run moves into bronze: from the consumer group's committed offsets up to
+    `until_offsets` (partition -> end offset, exclusive; all pending records when empty)."""
+
+    until_offsets: dict[str, int] = {}
+    max_records_per_partition: int = 500_000
+
+
+@dg.asset(
+    group_name="clickstream_bronze",
+    kinds={"kafka", "parquet"},
+    check_specs=[
+        dg.AssetCheckSpec(
+            "bronze_batch_schema_check",
+            asset="bronze_clickstream_events",
+            description="The ingested batch satisfies BronzeClickstreamMessage: one row per Kafka offset.",
+        )
+    ],
+    metadata={"topic": TOPIC, "consumer_group": CONSUMER_GROUP, "dataset": BRONZE_DATASET},
+)
+def bronze_clickstream_events(
+    context: dg.AssetExecutionContext, config: ClickstreamIngestConfig, kafka: KafkaResource, lake: LakeResource
+):
+    """The raw clickstream: each message of Kafka topic `clickstream.events` with its key, topic,
+    partition, offset and broker timestamp, kept forever. Files are named after their offset range
+    and filed under the date partition the message belongs to, so any silver date can be rebuilt from
+    here. Offsets are committed only after the files are durable."""
+    result = ingest(
+        kafka,
+        lake,
+        topic=TOPIC,
+        group_id=CONSUMER_GROUP,
+        dataset=BRONZE_DATASET,
+        with_partition_dates=with_partition_dates,
+        until={int(p): o for p, o in config.until_offsets.items()} or None,
+        max_records_per_partition=config.max_records_per_partition,
+        on_progress=context.log.info,
+    )
+    yield dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": result.records,
+            "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in result.ranges.items()}),
+            "event_dates": dg.MetadataValue.json(sorted(result.rows_by_date)),
+            "rows_by_event_date": dg.MetadataValue.json(result.rows_by_date),
+        }
+    )
+    if result.bronze is not None:
+        batch = result.bronze.to_pandas()
+    else:
+        batch = pd.DataFrame({c: pd.Series(dtype=object) for c in BronzeClickstreamMessage.to_schema().columns})
+    yield schema_check_result(
+        BronzeClickstreamMessage, batch, asset_key="bronze_clickstream_events", check_name="bronze_batch_schema_check"
+    )

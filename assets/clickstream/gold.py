@@ -1,0 +1,140 @@
+"""Gold: daily clickstream metrics and the product funnel, for dashboards and decision services."""
+
+import dagster as dg
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from assets.clickstream.parsing import SILVER_DATASET
+from assets.clickstream.silver import clickstream_daily_partitions
+from assets.pandera_checks import schema_check_result, table_schema, to_arrow
+from resources import LakeResource, WarehouseResource
+from resources.warehouse import engine
+
+DAILY_METRICS_DATASET = "gold/clickstream_daily_metrics"
+PRODUCT_FUNNEL_DATASET = "gold/clickstream_product_funnel"
+
+
+class DailyMetrics(pa.DataFrameModel):
+    event_date: Series[str]
+    event_name: Series[str]
+    platform: Series[str] = pa.Field(nullable=True)
+    events: Series[int] = pa.Field(ge=1)
+    users: Series[int] = pa.Field(ge=1)
+    products: Series[int] = pa.Field(ge=0)
+
+
+class ProductFunnel(pa.DataFrameModel):
+    event_date: Series[str]
+    SKU: Series[str]
+    product_name: Series[str] = pa.Field(nullable=True)
+    viewers: Series[int] = pa.Field(ge=0)
+    clickers: Series[int] = pa.Field(ge=0)
+    purchasers: Series[int] = pa.Field(ge=0)
+    view_to_click: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    click_to_purchase: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    view_to_purchase: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+
+
+DAILY_METRICS_SQL = """
+SELECT strftime(event_date, '%Y-%m-%d') AS event_date, event_name, platform, count(*)::BIGINT AS events,
+       count(DISTINCT user_id)::BIGINT AS users, count(DISTINCT "SKU")::BIGINT AS products
+FROM silver GROUP BY ALL ORDER BY ALL
+"""
+
+# A user counts at a stage only after reaching the stage before it on the same product that day:
+# clickers clicked after a view, purchasers purchased after such a click.
+PRODUCT_FUNNEL_SQL = """
+WITH firsts AS (
+    SELECT "SKU", user_id,
+           min(event_datetime) FILTER (event_name = 'view') AS viewed,
+           min(event_datetime) FILTER (event_name = 'click') AS clicked,
+           max(event_datetime) FILTER (event_name = 'purchase') AS purchased
+    FROM silver WHERE "SKU" IS NOT NULL GROUP BY ALL
+), stages AS (
+    SELECT "SKU", viewed IS NOT NULL AS v,
+           viewed IS NOT NULL AND clicked >= viewed AS c,
+           viewed IS NOT NULL AND clicked >= viewed AND purchased >= clicked AS p
+    FROM firsts
+), names AS (
+    SELECT "SKU", min(product_name) AS product_name FROM silver GROUP BY ALL
+), counts AS (
+    SELECT "SKU", count(*) FILTER (v) AS viewers, count(*) FILTER (c) AS clickers, count(*) FILTER (p) AS purchasers
+    FROM stages GROUP BY ALL
+)
+SELECT "SKU", product_name, viewers, clickers, purchasers,
+       clickers / nullif(viewers, 0) AS view_to_click,
+       purchasers / nullif(clickers, 0) AS click_to_purchase,
+       purchasers / nullif(viewers, 0) AS view_to_purchase
+FROM counts JOIN names USING ("SKU") ORDER BY "SKU"
+"""
+
+VIEWS = {
+    "silver_clickstream_events": SILVER_DATASET,
+    "gold_clickstream_daily_metrics": DAILY_METRICS_DATASET,
+    "gold_clickstream_product_funnel": PRODUCT_FUNNEL_DATASET,
+}
+
+
+def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
+    return dg.AssetCheckSpec(name, asset=asset, description=f"The partition satisfies the Pandera schema {model.__name__}.")
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "gold_clickstream_daily_metrics",
+            deps=["silver_clickstream_events"],
+            group_name="clickstream_gold",
+            kinds={"parquet", "duckdb"},
+            description="Events, distinct users and distinct products per day, event name and platform.",
+            metadata={"dagster/column_schema": table_schema(DailyMetrics)},
+        ),
+        dg.AssetSpec(
+            "gold_clickstream_product_funnel",
+            deps=["silver_clickstream_events"],
+            group_name="clickstream_gold",
+            kinds={"parquet", "duckdb"},
+            description=(
+                "Per product and day: users who viewed, then clicked, then purchased it, and the "
+                "conversion rates between the stages."
+            ),
+            metadata={"dagster/column_schema": table_schema(ProductFunnel)},
+        ),
+    ],
+    partitions_def=clickstream_daily_partitions,
+    check_specs=[
+        _gold_check("daily_metrics_schema_check", "gold_clickstream_daily_metrics", DailyMetrics),
+        _gold_check("product_funnel_schema_check", "gold_clickstream_product_funnel", ProductFunnel),
+    ],
+)
+def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
+    """Recompute one date's gold partitions from silver and publish them as DuckDB views."""
+    event_date = context.partition_key
+    files = [str(f) for f in lake.files(SILVER_DATASET, f"event_date={event_date}")]
+    with engine() as conn:
+        conn.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+        metrics = conn.execute(DAILY_METRICS_SQL).df()
+        funnel = conn.execute(PRODUCT_FUNNEL_SQL).df()
+    funnel.insert(0, "event_date", event_date)
+    for dataset, frame, model, asset, check in (
+        (DAILY_METRICS_DATASET, metrics, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
+        (PRODUCT_FUNNEL_DATASET, funnel, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
+    ):
+        lake.replace_dir({"data.parquet": to_arrow(frame)}, dataset, f"event_date={event_date}")
+        yield dg.MaterializeResult(
+            asset_key=asset,
+            metadata={"dagster/row_count": len(frame), "preview": dg.MetadataValue.md(frame.head(10).to_markdown())},
+        )
+        yield schema_check_result(model, frame, asset_key=asset, check_name=check)
+    publish_views(warehouse, lake, VIEWS)
+
+
+def publish_views(warehouse: WarehouseResource, lake: LakeResource, views: dict[str, str]) -> None:
+    """Expose lake datasets as views in the DuckDB file, so analysts query them by name."""
+    with warehouse.connect() as conn:
+        for view, dataset in views.items():
+            if lake.files(dataset, pattern="*/*.parquet"):
+                pattern = str(lake.path(dataset).resolve() / "*" / "*.parquet")
+                conn.execute(
+                    f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning=false)"
+                )

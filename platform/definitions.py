@@ -1,0 +1,36 @@
+"""The platform's one code location: every domain's assets, checks, jobs, sensors and resources.
+
+Loaded by `dagster dev` through workspace.yaml (python_file, working directory = repository root).
+`platform/` is deliberately not a Python package: it would shadow the standard library's `platform`.
+"""
+
+import dagster as dg
+
+from assets.clickstream import bronze as clickstream_bronze
+from assets.clickstream import gold as clickstream_gold
+from assets.clickstream import silver as clickstream_silver
+from resources import KafkaResource, LakeResource, WarehouseResource
+from sensors.clickstream import (
+    clickstream_daily_job,
+    clickstream_ingest_job,
+    clickstream_kafka_sensor,
+    clickstream_partitions_sensor,
+)
+
+ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
+
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
+    jobs=[clickstream_ingest_job, clickstream_daily_job],
+    sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor],
+    resources={
+        "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
+        "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
+        "warehouse": WarehouseResource(database=dg.EnvVar("DUCKDB_DATABASE")),
+    },
+    # Runs execute in one process: a streaming micro-batch is a few steps, and a subprocess per step
+    # would add seconds of start-up to every event's latency.
+    executor=dg.in_process_executor,
+)

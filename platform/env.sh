@@ -1,0 +1,13 @@
+# Local defaults for every setting the platform reads from the environment. Source it; anything
+# already set in the environment wins, so the same code runs against other endpoints by configuration.
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+export KAFKA_PORT=${KAFKA_PORT:-9092}
+export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
+export LAKE_ROOT=${LAKE_ROOT:-$root/data/lake}
+export DUCKDB_DATABASE=${DUCKDB_DATABASE:-$root/data/warehouse.duckdb}
+export DAGSTER_HOME=${DAGSTER_HOME:-$root/.local/dagster}
+# A development key only: production sets its own secret. Used for keyed hashes of personal data.
+export PSEUDONYMIZATION_KEY=${PSEUDONYMIZATION_KEY:-local-development-key-not-secret}
+mkdir -p "$DAGSTER_HOME" "$(dirname "$DUCKDB_DATABASE")"
+[ -f "$DAGSTER_HOME/dagster.yaml" ] && cmp -s "$root/platform/dagster.yaml" "$DAGSTER_HOME/dagster.yaml" \
+  || cp "$root/platform/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"

@@ -1,0 +1,80 @@
+"""Kafka access for sensors and ingest runs: offsets, consumers, producers, topics."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from dagster import ConfigurableResource
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+from kafka.structs import OffsetAndMetadata
+
+
+class KafkaResource(ConfigurableResource):
+    """A Kafka cluster reached at `bootstrap_servers` (KAFKA_BOOTSTRAP_SERVERS)."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    request_timeout_ms: int = 15_000
+    # Prefixed to every topic and consumer group name: several environments (or tests) share a broker.
+    namespace: str = ""
+
+    def topic(self, name: str) -> str:
+        return f"{self.namespace}{name}"
+
+    def group(self, name: str) -> str:
+        return f"{self.namespace}{name}"
+
+    def _common(self) -> dict:
+        return {"bootstrap_servers": self.bootstrap_servers.split(","), "request_timeout_ms": self.request_timeout_ms}
+
+    @contextmanager
+    def consumer(self, group_id: str | None = None, **overrides) -> Iterator[KafkaConsumer]:
+        """A consumer that never commits on its own: offsets are committed explicitly, after durability."""
+        consumer = KafkaConsumer(
+            **self._common(),
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **overrides,
+        )
+        try:
+            yield consumer
+        finally:
+            consumer.close(autocommit=False)
+
+    def producer(self, **overrides) -> KafkaProducer:
+        return KafkaProducer(**self._common(), **overrides)
+
+    def ensure_topic(self, topic: str, partitions: int) -> None:
+        admin = KafkaAdminClient(**self._common())
+        try:
+            admin.create_topics([NewTopic(topic, partitions, 1)])
+        except TopicAlreadyExistsError:
+            pass
+        finally:
+            admin.close()
+
+    def pending_offsets(self, topic: str, group_id: str) -> dict[int, tuple[int, int]]:
+        """For each partition of `topic`: (next offset the group will read, end offset of the log)."""
+        with self.consumer(group_id) as consumer:
+            partitions = consumer.partitions_for_topic(topic)
+            if not partitions:
+                raise RuntimeError(f"Kafka topic {topic!r} does not exist at {self.bootstrap_servers}")
+            tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+            ends = consumer.end_offsets(tps)
+            begins = consumer.beginning_offsets(tps)
+            result = {}
+            for tp in tps:
+                committed = consumer.committed(tp)
+                start = begins[tp] if committed is None else max(committed, begins[tp])
+                result[tp.partition] = (start, ends[tp])
+            return result
+
+    def commit(self, topic: str, group_id: str, next_offsets: dict[int, int]) -> None:
+        """Commit `next_offsets` (offset of the next record to read, per partition) for the group."""
+        with self.consumer(group_id) as consumer:
+            consumer.commit(
+                {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
+            )

@@ -1,0 +1,42 @@
+"""DuckDB: the query engine over the lake, and the file where analysts find every table as a view."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+from dagster import ConfigurableResource
+
+
+class WarehouseResource(ConfigurableResource):
+    """The DuckDB database file at `database` (DUCKDB_DATABASE)."""
+
+    database: str = "data/warehouse.duckdb"
+
+    @contextmanager
+    def connect(self, lock_timeout_s: float = 60.0) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A connection to the database file. DuckDB admits one writing process at a time, so a
+        concurrent run waits for the lock instead of failing."""
+        deadline = time.monotonic() + lock_timeout_s
+        while True:
+            try:
+                conn = duckdb.connect(self.database)
+                break
+            except duckdb.IOException as error:
+                if "lock" not in str(error).lower() or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+        try:
+            conn.execute("SET TimeZone = 'UTC'")
+            yield conn
+        finally:
+            conn.close()
+
+
+def engine() -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB for transformations over files (no lock on the database file)."""
+    conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'UTC'")
+    return conn

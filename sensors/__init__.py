@@ -1,0 +1,1 @@
+"""Sensors and jobs: Kafka offsets and new bronze data turned into runs."""

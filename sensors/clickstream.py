@@ -1,0 +1,34 @@
+"""Clickstream automation: Kafka -> bronze in near real time, then silver and gold for touched dates."""
+
+import dagster as dg
+
+from assets.clickstream.parsing import CONSUMER_GROUP, TOPIC
+from assets.clickstream.silver import clickstream_daily_partitions
+from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
+
+clickstream_ingest_job = dg.define_asset_job(
+    "clickstream_ingest_job",
+    selection=dg.AssetSelection.assets("bronze_clickstream_events"),
+    description="Move pending Kafka records of clickstream.events into bronze and commit their offsets.",
+)
+
+clickstream_daily_job = dg.define_asset_job(
+    "clickstream_daily_job",
+    selection=dg.AssetSelection.groups("clickstream_silver", "clickstream_gold"),
+    description="Rebuild one event_date of silver, quarantine and gold from bronze.",
+)
+
+clickstream_kafka_sensor = kafka_ingest_sensor(
+    name="clickstream_kafka_sensor",
+    topic=TOPIC,
+    group_id=CONSUMER_GROUP,
+    job=clickstream_ingest_job,
+    asset_name="bronze_clickstream_events",
+)
+
+clickstream_partitions_sensor = bronze_partitions_sensor(
+    name="clickstream_partitions_sensor",
+    bronze_asset="bronze_clickstream_events",
+    job=clickstream_daily_job,
+    partitions_def=clickstream_daily_partitions,
+)

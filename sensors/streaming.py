@@ -1,0 +1,102 @@
+"""Sensor factories shared by every streaming domain.
+
+`kafka_ingest_sensor`: Kafka's committed offsets (written by runs only after bronze is durable) are the
+record of what was consumed, not the sensor cursor: a failed run leaves them unchanged, so the next
+tick requests the same range again. At most one ingest run per topic is in flight.
+
+`bronze_partitions_sensor`: each bronze materialization names the date partitions it touched; one run
+of the downstream job per touched date rebuilds exactly those partitions.
+"""
+
+import json
+
+import dagster as dg
+from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+from resources import KafkaResource
+
+ACTIVE_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+def kafka_ingest_sensor(
+    *, name: str, topic: str, group_id: str, job: UnresolvedAssetJobDefinition, asset_name: str
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Requests an ingest run of {asset_name} when Kafka topic {topic!r} has records that the "
+        f"consumer group {group_id!r} has not committed.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
+        active = context.instance.get_run_records(
+            dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=1
+        )
+        if active:
+            return dg.SkipReason(f"ingest run {active[0].dagster_run.run_id} is still in flight")
+        try:
+            offsets = kafka.pending_offsets(kafka.topic(topic), kafka.group(group_id))
+        except Exception as error:  # the broker is down or the topic is missing: say so, retry next tick
+            return dg.SkipReason(f"cannot read offsets of {topic!r}: {error}")
+        pending = {p: (start, end) for p, (start, end) in offsets.items() if end > start}
+        if not pending:
+            return dg.SkipReason(f"no pending records on {topic!r}")
+        records = sum(end - start for start, end in pending.values())
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(
+                    run_config={
+                        "ops": {asset_name: {"config": {"until_offsets": {str(p): e for p, (_, e) in pending.items()}}}}
+                    },
+                    tags={"platform/topic": topic, "platform/pending_records": str(records)},
+                )
+            ],
+            cursor=json.dumps({"requested": {str(p): [s, e] for p, (s, e) in pending.items()}}),
+        )
+
+    return _sensor
+
+
+def bronze_partitions_sensor(
+    *, name: str, bronze_asset: str, job: UnresolvedAssetJobDefinition, partitions_def: dg.PartitionsDefinition
+) -> dg.SensorDefinition:
+    @dg.sensor(
+        name=name,
+        job=job,
+        minimum_interval_seconds=5,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description=f"Rebuilds the date partitions that new {bronze_asset} data touched.",
+    )
+    def _sensor(context: dg.SensorEvaluationContext):
+        after = int(context.cursor) if context.cursor else None
+        records = context.instance.fetch_materializations(
+            dg.AssetRecordsFilter(asset_key=dg.AssetKey(bronze_asset), after_storage_id=after),
+            limit=200,
+            ascending=True,
+        ).records
+        if not records:
+            return dg.SkipReason(f"no new {bronze_asset} materializations")
+        dates: set[str] = set()
+        for record in records:
+            materialization = record.asset_materialization
+            value = materialization.metadata.get("event_dates") if materialization else None
+            dates.update(value.value if value is not None else [])  # type: ignore[union-attr]
+        known = set(partitions_def.get_partition_keys(dynamic_partitions_store=context.instance))
+        for date in sorted(dates - known):
+            context.log.warning(f"{bronze_asset} has data for {date}, outside the partitions; it waits in bronze")
+        last = records[-1].storage_id
+        return dg.SensorResult(
+            run_requests=[
+                dg.RunRequest(partition_key=date, run_key=f"{name}:{date}:{last}") for date in sorted(dates & known)
+            ],
+            cursor=str(last),
+        )
+
+    return _sensor

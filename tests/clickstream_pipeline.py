@@ -1,0 +1,82 @@
+"""Drive the clickstream pipeline as the daemon would: sensor ticks and the runs they request."""
+
+import datetime as dt
+import json
+
+import dagster as dg
+import duckdb
+
+from assets.clickstream import bronze, gold, silver
+from assets.clickstream.generator import event
+from assets.clickstream.parsing import QUARANTINE_DATASET, SILVER_DATASET, TOPIC
+from resources import KafkaResource, LakeResource
+from sensors.clickstream import clickstream_kafka_sensor, clickstream_partitions_sensor
+
+ASSETS = dg.load_assets_from_modules([bronze, silver, gold])
+CHECKS = dg.load_asset_checks_from_modules([bronze, silver, gold])
+
+
+def produce(kafka: KafkaResource, values: list[bytes], partitions: int = 3) -> None:
+    topic = kafka.topic(TOPIC)
+    kafka.ensure_topic(topic, partitions)
+    producer = kafka.producer(acks="all")
+    for i, value in enumerate(values):
+        producer.send(topic, value=value, key=f"user_{i % 7}".encode())
+    producer.flush()
+    producer.close()
+
+
+def valid_event(ts: dt.datetime, name: str = "view", user: str = "user_1", sku: str = "SKU-1") -> bytes:
+    return json.dumps(event(ts, name, user, "web", (sku, f"Product {sku}"))).encode()
+
+
+def tick(sensor, instance: dg.DagsterInstance, resources: dict, cursor: str | None = None):
+    context = dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor)
+    return sensor(context), context
+
+
+def run_ingest(instance: dg.DagsterInstance, resources: dict, run_request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        ASSETS,
+        selection=["bronze_clickstream_events"],
+        run_config=run_request.run_config,
+        resources=resources,
+        instance=instance,
+        tags=run_request.tags,
+    )
+
+
+def run_date(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*ASSETS, *CHECKS],
+        selection=dg.AssetSelection.groups("clickstream_silver", "clickstream_gold"),
+        partition_key=date,
+        resources=resources,
+        instance=instance,
+    )
+
+
+def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | None = None) -> list[str]:
+    """One Kafka sensor tick, its ingest run, then one partitions-sensor tick and its date runs.
+    Returns the dates rebuilt."""
+    result, _ = tick(clickstream_kafka_sensor, instance, resources)
+    assert isinstance(result, dg.SensorResult), result
+    for request in result.run_requests or []:
+        assert run_ingest(instance, resources, request).success
+    result, _ = tick(clickstream_partitions_sensor, instance, resources, cursor)
+    dates = [r.partition_key for r in result.run_requests or []] if isinstance(result, dg.SensorResult) else []
+    for date in dates:
+        assert run_date(instance, resources, date).success
+    return dates
+
+
+def query(sql: str, lake: LakeResource, dataset: str = SILVER_DATASET):
+    files = sorted(str(p) for p in lake.path(dataset).glob("*/*.parquet"))
+    conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+    return conn.execute(sql).fetchall()
+
+
+def quarantine(lake: LakeResource, sql: str = "SELECT reason, count(*) FROM t GROUP BY 1 ORDER BY 1"):
+    return query(sql, lake, QUARANTINE_DATASET)

@@ -1,0 +1,67 @@
+"""Fixtures that start the real parts: a Kafka broker from the project's own script, a lake on local
+disk, a DuckDB file and an ephemeral Dagster instance."""
+
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import dagster as dg
+import pytest
+
+from resources import KafkaResource, LakeResource, WarehouseResource
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real single-node Kafka broker on a free port, started by platform/kafka.sh. Fails, never
+    skips, when the broker cannot start."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "KAFKA_PORT": str(port),
+        "KAFKA_CONTROLLER_PORT": str(free_port()),
+        "KAFKA_STATE_DIR": str(tmp_path_factory.mktemp("kafka")),
+    }
+    started = subprocess.run([ROOT / "platform" / "kafka.sh", "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"the Kafka broker did not start:\n{started.stderr}")
+    yield f"127.0.0.1:{port}"
+    subprocess.run([ROOT / "platform" / "kafka.sh", "stop"], env=env, capture_output=True)
+
+
+@pytest.fixture
+def kafka(kafka_broker: str) -> KafkaResource:
+    """The broker, with topics and consumer groups in a namespace of this test's own."""
+    return KafkaResource(bootstrap_servers=kafka_broker, namespace=f"t{uuid.uuid4().hex[:10]}.")
+
+
+@pytest.fixture
+def lake(tmp_path: Path) -> LakeResource:
+    return LakeResource(root=str(tmp_path / "lake"))
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> WarehouseResource:
+    return WarehouseResource(database=str(tmp_path / "warehouse.duckdb"))
+
+
+@pytest.fixture
+def resources(kafka: KafkaResource, lake: LakeResource, warehouse: WarehouseResource) -> dict:
+    return {"kafka": kafka, "lake": lake, "warehouse": warehouse}
+
+
+@pytest.fixture
+def instance() -> Iterator[dg.DagsterInstance]:
+    with dg.DagsterInstance.ephemeral() as ephemeral:
+        yield ephemeral

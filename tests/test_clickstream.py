@@ -1,0 +1,161 @@
+"""Clickstream from a real Kafka broker through bronze, silver and gold."""
+
+import datetime as dt
+import hashlib
+import json
+
+import dagster as dg
+import pytest
+
+from assets.clickstream.generator import IRREGULAR_KINDS, event, generate, irregular
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
+from assets.clickstream.gold import DAILY_METRICS_DATASET, PRODUCT_FUNNEL_DATASET
+from sensors.clickstream import clickstream_kafka_sensor
+from tests.clickstream_pipeline import (
+    produce,
+    quarantine,
+    query,
+    run_date,
+    run_ingest,
+    run_pipeline,
+    tick,
+    valid_event,
+)
+
+NOON = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+DAY = NOON.date().isoformat()
+
+
+def test_events_flow_from_kafka_to_silver_and_gold(kafka, lake, warehouse, resources, instance):
+    values = [m for _, m in generate(3000, seed=3, start=NOON - dt.timedelta(hours=6), duplicate_rate=0, irregular_rate=0, late_rate=0)]
+    produce(kafka, values)
+    dates = run_pipeline(instance, resources)
+
+    assert dates == [NOON.date().isoformat()] or set(dates) <= {DAY, (NOON - dt.timedelta(days=1)).date().isoformat()}
+    (rows,) = query("SELECT count(*) FROM t", lake)[0:1]
+    assert rows[0] == 3000
+    columns = query("SELECT column_name FROM (DESCRIBE t)", lake)
+    assert [c for (c,) in columns] == [
+        "event_datetime", "event_date", "event_name", "user_id", "platform", "product_name", "SKU", "event_id"
+    ]
+    by_name = dict(query("SELECT event_name, count(*) FROM t GROUP BY 1", lake))
+    metrics = dict(query("SELECT event_name, sum(events) FROM t GROUP BY 1", lake, DAILY_METRICS_DATASET))
+    assert metrics == by_name
+    funnel = query("SELECT sum(viewers), sum(clickers), sum(purchasers) FROM t", lake, PRODUCT_FUNNEL_DATASET)[0]
+    assert funnel[0] >= funnel[1] >= funnel[2] > 0
+    # Offsets are committed after bronze is durable: nothing is pending any more.
+    pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
+    assert all(start == end for start, end in pending.values())
+    # Gold is queryable by name in the DuckDB file.
+    with warehouse.connect() as conn:
+        assert conn.execute("SELECT sum(events) FROM gold_clickstream_daily_metrics").fetchone()[0] == 3000
+
+
+EXPECTED_REASONS = {
+    "malformed_json": "malformed_json",
+    "invalid_utf8": "invalid_utf8",
+    "missing_timestamp": "missing_field:timestamp",
+    "missing_user": "missing_field:user_id",
+    "wrong_type_user_id": "wrong_type:user_identifiers.id",
+    "unknown_event_name": "unknown_value:event_name",
+    "unparsable_timestamp": "unparsable_timestamp",
+    "absurd_timestamp": "absurd_timestamp",
+    "not_an_object": "not_a_json_object",
+    "unknown_platform": "unknown_value:platform",
+}
+
+
+def test_every_class_of_bad_input_is_quarantined_with_its_reason(kafka, lake, resources, instance):
+    assert set(EXPECTED_REASONS) == set(IRREGULAR_KINDS)
+    base = event(NOON, "click", "user_9", "web", ("SKU-9", "Nine"))
+    bad = {kind: irregular(kind, base) for kind in IRREGULAR_KINDS}
+    future = dict(base, timestamp=(dt.datetime.now(dt.UTC) + dt.timedelta(days=30)).strftime("%Y-%m-%dT%H:%M:%SZ"))
+    bad["future_timestamp"] = json.dumps(future).encode()
+    bad["empty"] = b""
+    missing_optional = {"timestamp": base["timestamp"], "event_name": "view", "user_identifiers": {"id": "u"}}
+    good = [valid_event(NOON + dt.timedelta(seconds=i), user=f"user_{i}") for i in range(20)]
+    produce(kafka, [*bad.values(), json.dumps(missing_optional).encode(), *good])
+    run_pipeline(instance, resources)
+
+    rows = quarantine(lake, "SELECT reason, payload, topic, \"partition\", \"offset\" FROM t")
+    reasons = sorted(r[0] for r in rows)
+    expected = sorted([*EXPECTED_REASONS.values(), "absurd_timestamp", "empty_payload"])
+    assert reasons == expected
+    # The original payload is kept byte for byte, with its Kafka coordinates.
+    assert sorted(r[1] for r in rows) == sorted(bad.values())
+    assert all(r[2] == kafka.topic(TOPIC) and r[4] >= 0 for r in rows)
+    # A missing optional field is a null, not a rejection.
+    assert query("SELECT platform, product_name, \"SKU\" FROM t WHERE user_id = 'u'", lake) == [(None, None, None)]
+    assert query("SELECT count(*) FROM t", lake)[0][0] == 21
+
+    # Counted by the quarantine rate check (one evaluation per date partition; it warns above 5%),
+    # and the nothing-lost check passed on every date.
+    def evaluations(check: str):
+        key = dg.AssetCheckKey(dg.AssetKey("quarantine_clickstream_events"), check)
+        history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+        return [r.evaluation for r in history if r.status.value in ("SUCCEEDED", "FAILED")]
+
+    rates = evaluations("quarantine_rate_check")
+    assert sum(e.metadata["quarantined"].value for e in rates) == len(bad)
+    assert any(not e.passed and e.severity == dg.AssetCheckSeverity.WARN for e in rates)
+    assert all(e.passed for e in evaluations("nothing_lost_check"))
+
+
+def test_a_message_delivered_twice_is_one_row(kafka, lake, resources, instance):
+    message = valid_event(NOON, "purchase", "user_dup", "SKU-D")
+    produce(kafka, [message, message, valid_event(NOON, "view", "user_other")])
+    run_pipeline(instance, resources)
+    # The same range replayed from Kafka (offsets reset) rewrites the same bronze files.
+    topic = kafka.topic(TOPIC)
+    files_before = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
+    kafka.commit(topic, kafka.group(CONSUMER_GROUP), {p: 0 for p in range(3)})
+    run_pipeline(instance, resources)
+    files_after = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
+    assert files_after == files_before
+    assert query("SELECT user_id, count(*) FROM t GROUP BY 1 ORDER BY 1", lake) == [("user_dup", 1), ("user_other", 1)]
+
+
+def _digest(path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_backfill_twice_is_identical_and_leaves_other_partitions_alone(kafka, lake, resources, instance):
+    other_day = NOON - dt.timedelta(days=2)
+    produce(kafka, [valid_event(NOON + dt.timedelta(minutes=i), user=f"u{i % 5}") for i in range(50)]
+            + [valid_event(other_day, user="late")])
+    dates = run_pipeline(instance, resources)
+    other = other_day.date().isoformat()
+    assert sorted(dates) == sorted([DAY, other])  # the late event lands in its own date's partition
+
+    snapshot = {p: _digest(p) for p in lake.path().rglob("*.parquet") if f"event_date={other}" in str(p)}
+    silver_file = lake.path("silver/clickstream_events", f"event_date={DAY}", "data.parquet")
+    first = query(f"SELECT * FROM t WHERE event_date = '{DAY}' ORDER BY event_id", lake)
+    for _ in range(2):
+        assert run_date(instance, resources, DAY).success
+        assert query(f"SELECT * FROM t WHERE event_date = '{DAY}' ORDER BY event_id", lake) == first
+    assert silver_file.exists()
+    assert {p: _digest(p) for p in snapshot} == snapshot
+
+
+def test_crash_between_write_and_commit_rewrites_the_same_range(kafka, lake, resources, instance, monkeypatch):
+    produce(kafka, [valid_event(NOON + dt.timedelta(seconds=i), user=f"u{i}") for i in range(30)])
+    request = tick(clickstream_kafka_sensor, instance, resources)[0].run_requests[0]
+
+    def crash(*_args, **_kwargs):
+        raise ConnectionError("injected: broker unreachable at commit time")
+
+    # The real broker cannot be made to fail exactly between the write and the commit: inject it.
+    with monkeypatch.context() as patched:
+        patched.setattr(type(kafka), "commit", crash)
+        with pytest.raises(Exception, match="injected"):
+            run_ingest(instance, resources, request)
+    written = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
+    assert written  # durable, but not acknowledged
+    produce(kafka, [valid_event(NOON + dt.timedelta(minutes=5), user="after-crash")])
+
+    run_pipeline(instance, resources)
+    rewritten = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
+    assert rewritten == written  # the retry re-read exactly the crashed range and rewrote its files
+    assert query("SELECT count(*) FROM t", lake) == [(30,)]
+    run_pipeline(instance, resources)  # the next tick takes what arrived after the crash
+    assert query("SELECT count(*), count(DISTINCT event_id) FROM t", lake) == [(31, 31)]
