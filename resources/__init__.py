@@ -2,6 +2,16 @@
 
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
+from resources.landing import LandingResource
+from resources.postgres import PostgresResource
+from resources.pseudonymize import PseudonymizerResource
 from resources.warehouse import WarehouseResource
 
-__all__ = ["KafkaResource", "LakeResource", "WarehouseResource"]
+__all__ = [
+    "KafkaResource",
+    "LakeResource",
+    "LandingResource",
+    "PostgresResource",
+    "PseudonymizerResource",
+    "WarehouseResource",
+]

@@ -1,0 +1,28 @@
+"""Pseudonymization of personal data: a keyed hash (HMAC-SHA256) whose key comes from the environment."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+
+from dagster import ConfigurableResource
+
+
+class PseudonymizerResource(ConfigurableResource):
+    """Keyed hashes with `key` (PSEUDONYMIZATION_KEY). The same value always gives the same pseudonym,
+    so pseudonyms join and count like the original; without the key they cannot be reversed or
+    recomputed from a list of guessed names, emails or phone numbers."""
+
+    key: str
+
+    def pseudonyms(self, values: Iterable[object]) -> list[str | None]:
+        """One pseudonym per value (None stays None); values are trimmed and case-folded first, so
+        'Ann@X.org ' and 'ann@x.org' are the same person."""
+        key = self.key.encode()
+        return [
+            None
+            if value is None or value != value  # None and NaN
+            else hmac.new(key, str(value).strip().casefold().encode(), hashlib.sha256).hexdigest()
+            for value in values
+        ]
