@@ -1,6 +1,7 @@
 """Gold: daily clickstream metrics and the product funnel, for dashboards and decision services."""
 
 import dagster as dg
+import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
 
@@ -102,25 +103,30 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
         ),
     ],
     partitions_def=clickstream_daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
         _gold_check("daily_metrics_schema_check", "gold_clickstream_daily_metrics", DailyMetrics),
         _gold_check("product_funnel_schema_check", "gold_clickstream_product_funnel", ProductFunnel),
     ],
 )
 def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-    """Recompute one date's gold partitions from silver and publish them as DuckDB views."""
-    event_date = context.partition_key
-    files = [str(f) for f in lake.files(SILVER_DATASET, f"event_date={event_date}")]
-    with engine() as conn:
-        conn.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
-        metrics = conn.execute(DAILY_METRICS_SQL).df()
-        funnel = conn.execute(PRODUCT_FUNNEL_SQL).df()
-    funnel.insert(0, "event_date", event_date)
-    for dataset, frame, model, asset, check in (
-        (DAILY_METRICS_DATASET, metrics, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
-        (PRODUCT_FUNNEL_DATASET, funnel, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
+    """Recompute the run's dates of gold from silver and publish them as DuckDB views."""
+    outputs: dict[str, list[pd.DataFrame]] = {DAILY_METRICS_DATASET: [], PRODUCT_FUNNEL_DATASET: []}
+    for event_date in context.partition_keys:
+        files = [str(f) for f in lake.files(SILVER_DATASET, f"event_date={event_date}")]
+        with engine() as conn:
+            conn.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+            metrics = conn.execute(DAILY_METRICS_SQL).df()
+            funnel = conn.execute(PRODUCT_FUNNEL_SQL).df()
+        funnel.insert(0, "event_date", event_date)
+        for dataset, frame in ((DAILY_METRICS_DATASET, metrics), (PRODUCT_FUNNEL_DATASET, funnel)):
+            lake.replace_dir({"data.parquet": to_arrow(frame)}, dataset, f"event_date={event_date}")
+            outputs[dataset].append(frame)
+    for dataset, model, asset, check in (
+        (DAILY_METRICS_DATASET, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
+        (PRODUCT_FUNNEL_DATASET, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
     ):
-        lake.replace_dir({"data.parquet": to_arrow(frame)}, dataset, f"event_date={event_date}")
+        frame = pd.concat(outputs[dataset], ignore_index=True)
         yield dg.MaterializeResult(
             asset_key=asset,
             metadata={"dagster/row_count": len(frame), "preview": dg.MetadataValue.md(frame.head(10).to_markdown())},

@@ -153,6 +153,7 @@ QUARANTINE_RATE_THRESHOLD = 0.05
         ),
     ],
     partitions_def=clickstream_daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
     check_specs=[
         dg.AssetCheckSpec(
             "silver_schema_check",
@@ -180,16 +181,25 @@ QUARANTINE_RATE_THRESHOLD = 0.05
     ],
 )
 def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Rebuild one date's silver and quarantine partitions from bronze (replacing exactly that date)."""
-    event_date = context.partition_key
-    build = build_silver_partition(lake, event_date)
-    lake.replace_dir({"data.parquet": to_arrow(build.silver)}, SILVER_DATASET, f"event_date={event_date}")
-    lake.replace_dir({"data.parquet": to_arrow(build.quarantine)}, QUARANTINE_DATASET, f"event_date={event_date}")
-    reasons = build.quarantine["reason"].value_counts().to_dict()
-    context.log.info(
-        f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, "
-        f"{build.duplicates} duplicates, {len(build.quarantine)} quarantined {reasons}"
+    """Rebuild the run's dates of silver and quarantine from bronze, replacing exactly those dates.
+    A backfill of a date range is one run (single-run backfill policy)."""
+    builds = []
+    for event_date in context.partition_keys:
+        build = build_silver_partition(lake, event_date)
+        lake.replace_dir({"data.parquet": to_arrow(build.silver)}, SILVER_DATASET, f"event_date={event_date}")
+        lake.replace_dir({"data.parquet": to_arrow(build.quarantine)}, QUARANTINE_DATASET, f"event_date={event_date}")
+        context.log.info(
+            f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, {build.duplicates} "
+            f"duplicates, {len(build.quarantine)} quarantined {build.quarantine['reason'].value_counts().to_dict()}"
+        )
+        builds.append(build)
+    build = SilverBuild(
+        silver=pd.concat([b.silver for b in builds], ignore_index=True),
+        quarantine=pd.concat([b.quarantine for b in builds], ignore_index=True),
+        bronze_rows=sum(b.bronze_rows for b in builds),
+        duplicates=sum(b.duplicates for b in builds),
     )
+    reasons = build.quarantine["reason"].value_counts().to_dict()
 
     yield dg.MaterializeResult(
         asset_key="silver_clickstream_events",
@@ -197,6 +207,7 @@ def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
             "dagster/row_count": len(build.silver),
             "duplicates_removed": build.duplicates,
             "bronze_rows": build.bronze_rows,
+            "dates": dg.MetadataValue.json({k: len(b.silver) for k, b in zip(context.partition_keys, builds, strict=True)}),
         },
     )
     yield dg.MaterializeResult(
