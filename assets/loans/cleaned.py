@@ -1,6 +1,5 @@
 """Cleaned: applications typed and validated, in feature order, each with its `seq`; and the quarantine."""
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 

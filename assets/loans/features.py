@@ -5,7 +5,6 @@ logic.py and ACTIVE_FEATURE_VERSION) shows the asset as changed and stale in the
 runs the backfill the version asks for. Older versions' rows stay where they were written.
 """
 
-from __future__ import annotations
 
 import dagster as dg
 import pandas as pd

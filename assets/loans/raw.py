@@ -1,6 +1,5 @@
 """Raw: applications exactly as they arrived, as batch files in the landing folder or Kafka messages."""
 
-from __future__ import annotations
 
 import hashlib
 import os
