@@ -9,6 +9,9 @@ import dagster as dg
 from assets.clickstream import bronze as clickstream_bronze
 from assets.clickstream import gold as clickstream_gold
 from assets.clickstream import silver as clickstream_silver
+from assets.loans import cleaned as loans_cleaned
+from assets.loans import features as loans_features
+from assets.loans import raw as loans_raw
 from resources import KafkaResource, LakeResource, WarehouseResource
 from sensors.clickstream import (
     clickstream_daily_job,
@@ -16,15 +19,17 @@ from sensors.clickstream import (
     clickstream_kafka_sensor,
     clickstream_partitions_sensor,
 )
+from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
 
 ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
+ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
 
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[clickstream_ingest_job, clickstream_daily_job],
-    sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor],
+    jobs=[clickstream_ingest_job, clickstream_daily_job, loans_batch_job, loans_stream_job],
+    sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor],
     resources={
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
