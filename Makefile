@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 VENV := .venv
 
-.PHONY: install demo test lint bench stop clean
+.PHONY: install demo test lint bench backfill stop clean
 
 install: $(VENV)/.installed
 
@@ -23,6 +23,13 @@ lint: install
 
 bench: install
 	$(VENV)/bin/python -m bench
+
+# Rebuild silver, quarantine and gold for a range of event dates from bronze, in one run:
+#   make backfill FROM=2026-11-01 TO=2026-11-07
+backfill: install
+	source platform/env.sh && .venv/bin/dagster asset materialize -f platform/definitions.py \
+	  --select silver_clickstream_events,quarantine_clickstream_events,gold_clickstream_daily_metrics,gold_clickstream_product_funnel \
+	  --partition-range "$(FROM)...$(TO)"
 
 stop:
 	platform/kafka.sh stop

@@ -98,7 +98,7 @@ def read_range(
                     columns["kafka_timestamp"].append(r.timestamp)
                     columns["key"].append(r.key)
                     columns["payload"].append(r.value)
-                if records and records[-1].offset >= last or consumer.position(tp) > last:
+                if (records and records[-1].offset >= last) or (consumer.position(tp) or 0) > last:
                     del remaining[tp.partition]
                     consumer.pause(tp)
     return pa.Table.from_pydict(columns, schema=MESSAGE_SCHEMA)

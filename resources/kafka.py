@@ -75,6 +75,4 @@ class KafkaResource(ConfigurableResource):
     def commit(self, topic: str, group_id: str, next_offsets: dict[int, int]) -> None:
         """Commit `next_offsets` (offset of the next record to read, per partition) for the group."""
         with self.consumer(group_id) as consumer:
-            consumer.commit(
-                {TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()}
-            )
+            consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()})

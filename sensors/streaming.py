@@ -36,9 +36,7 @@ def kafka_ingest_sensor(
         f"consumer group {group_id!r} has not committed.",
     )
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        active = context.instance.get_run_records(
-            dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=1
-        )
+        active = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=ACTIVE_STATUSES), limit=1)
         if active:
             return dg.SkipReason(f"ingest run {active[0].dagster_run.run_id} is still in flight")
         try:

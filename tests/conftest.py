@@ -65,3 +65,23 @@ def resources(kafka: KafkaResource, lake: LakeResource, warehouse: WarehouseReso
 def instance() -> Iterator[dg.DagsterInstance]:
     with dg.DagsterInstance.ephemeral() as ephemeral:
         yield ephemeral
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[dict]:
+    """A real PostgreSQL 15 server on a free port, started by platform/postgres.sh (its data directory in
+    a fresh folder the `postgres` user can enter). Fails, never skips, when the server cannot start."""
+    import shutil
+    import tempfile
+
+    state = tempfile.mkdtemp(prefix="pg-test-")
+    os.chmod(state, 0o755)
+    settings = {"POSTGRES_PORT": str(free_port()), "POSTGRES_STATE_DIR": state, "POSTGRES_USER": "commerce",
+                "POSTGRES_PASSWORD": "test-password", "POSTGRES_DB": "commerce", "POSTGRES_FSYNC": "off"}
+    env = {**os.environ, **settings}
+    started = subprocess.run([ROOT / "platform" / "postgres.sh", "start"], env=env, capture_output=True, text=True)
+    if started.returncode != 0:
+        pytest.fail(f"PostgreSQL did not start:\n{started.stderr}")
+    yield settings
+    subprocess.run([ROOT / "platform" / "postgres.sh", "stop"], env=env, capture_output=True)
+    shutil.rmtree(state, ignore_errors=True)

@@ -8,8 +8,8 @@ import dagster as dg
 import pytest
 
 from assets.clickstream.generator import IRREGULAR_KINDS, event, generate, irregular
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
 from assets.clickstream.gold import DAILY_METRICS_DATASET, PRODUCT_FUNNEL_DATASET
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
 from sensors.clickstream import clickstream_kafka_sensor
 from tests.clickstream_pipeline import (
     produce,
@@ -27,7 +27,12 @@ DAY = NOON.date().isoformat()
 
 
 def test_events_flow_from_kafka_to_silver_and_gold(kafka, lake, warehouse, resources, instance):
-    values = [m for _, m in generate(3000, seed=3, start=NOON - dt.timedelta(hours=6), duplicate_rate=0, irregular_rate=0, late_rate=0)]
+    values = [
+        m
+        for _, m in generate(
+            3000, seed=3, start=NOON - dt.timedelta(hours=6), duplicate_rate=0, irregular_rate=0, late_rate=0
+        )
+    ]
     produce(kafka, values)
     dates = run_pipeline(instance, resources)
 
@@ -36,7 +41,14 @@ def test_events_flow_from_kafka_to_silver_and_gold(kafka, lake, warehouse, resou
     assert rows[0] == 3000
     columns = query("SELECT column_name FROM (DESCRIBE t)", lake)
     assert [c for (c,) in columns] == [
-        "event_datetime", "event_date", "event_name", "user_id", "platform", "product_name", "SKU", "event_id"
+        "event_datetime",
+        "event_date",
+        "event_name",
+        "user_id",
+        "platform",
+        "product_name",
+        "SKU",
+        "event_id",
     ]
     by_name = dict(query("SELECT event_name, count(*) FROM t GROUP BY 1", lake))
     metrics = dict(query("SELECT event_name, sum(events) FROM t GROUP BY 1", lake, DAILY_METRICS_DATASET))
@@ -77,7 +89,7 @@ def test_every_class_of_bad_input_is_quarantined_with_its_reason(kafka, lake, re
     produce(kafka, [*bad.values(), json.dumps(missing_optional).encode(), *good])
     run_pipeline(instance, resources)
 
-    rows = quarantine(lake, "SELECT reason, payload, topic, \"partition\", \"offset\" FROM t")
+    rows = quarantine(lake, 'SELECT reason, payload, topic, "partition", "offset" FROM t')
     reasons = sorted(r[0] for r in rows)
     expected = sorted([*EXPECTED_REASONS.values(), "absurd_timestamp", "empty_payload"])
     assert reasons == expected
@@ -121,8 +133,11 @@ def _digest(path) -> str:
 
 def test_backfill_twice_is_identical_and_leaves_other_partitions_alone(kafka, lake, resources, instance):
     other_day = NOON - dt.timedelta(days=2)
-    produce(kafka, [valid_event(NOON + dt.timedelta(minutes=i), user=f"u{i % 5}") for i in range(50)]
-            + [valid_event(other_day, user="late")])
+    produce(
+        kafka,
+        [valid_event(NOON + dt.timedelta(minutes=i), user=f"u{i % 5}") for i in range(50)]
+        + [valid_event(other_day, user="late")],
+    )
     dates = run_pipeline(instance, resources)
     other = other_day.date().isoformat()
     assert sorted(dates) == sorted([DAY, other])  # the late event lands in its own date's partition

@@ -37,7 +37,9 @@ def test_kafka_sensor_skips_when_nothing_is_pending_or_a_run_is_in_flight(kafka,
     assert isinstance(_pending_request(instance, resources), dg.SkipReason)
 
     produce(kafka, [valid_event(NOON)])
-    in_flight = DagsterRun(job_name=clickstream_ingest_job.name, run_id=make_new_run_id(), status=DagsterRunStatus.STARTED)
+    in_flight = DagsterRun(
+        job_name=clickstream_ingest_job.name, run_id=make_new_run_id(), status=DagsterRunStatus.STARTED
+    )
     instance.add_run(in_flight)
     skipped = _pending_request(instance, resources)
     assert isinstance(skipped, dg.SkipReason) and in_flight.run_id in skipped.skip_message

@@ -45,9 +45,14 @@ def test_dagster_dev_sensor_materializes_events_as_they_arrive(kafka_broker, tmp
     log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 (closed in finally)
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
+
         def up():
             try:
                 return urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2).status == 200

@@ -1,6 +1,5 @@
 """Bronze: every clickstream message exactly as Kafka delivered it, durable before it is acknowledged."""
 
-
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa

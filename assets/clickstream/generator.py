@@ -24,18 +24,42 @@ PRODUCTS = [
     (f"SKU-{1000 + i}", name)
     for i, name in enumerate(
         [
-            "Wireless Mouse", "Bluetooth Headphones", "Mechanical Keyboard", "USB-C Hub", "27in Monitor",
-            "Laptop Stand", "Webcam HD", "Desk Lamp", "Noise Cancelling Earbuds", "Portable SSD 1TB",
-            "Smartwatch", "Phone Case", "Wireless Charger", "Gaming Chair", "Standing Desk",
-            "Ergonomic Mouse Pad", "HDMI Cable", "Power Bank", "Bluetooth Speaker", "E-Reader",
+            "Wireless Mouse",
+            "Bluetooth Headphones",
+            "Mechanical Keyboard",
+            "USB-C Hub",
+            "27in Monitor",
+            "Laptop Stand",
+            "Webcam HD",
+            "Desk Lamp",
+            "Noise Cancelling Earbuds",
+            "Portable SSD 1TB",
+            "Smartwatch",
+            "Phone Case",
+            "Wireless Charger",
+            "Gaming Chair",
+            "Standing Desk",
+            "Ergonomic Mouse Pad",
+            "HDMI Cable",
+            "Power Bank",
+            "Bluetooth Speaker",
+            "E-Reader",
         ]
     )
 ]
 PLATFORM_WEIGHTS = {"web": 0.45, "mobile": 0.2, "ios": 0.2, "android": 0.15}
 # Kinds of broken message, as produced by real clients and the quarantine reasons they must get.
 IRREGULAR_KINDS = [
-    "malformed_json", "invalid_utf8", "missing_timestamp", "missing_user", "wrong_type_user_id",
-    "unknown_event_name", "unparsable_timestamp", "absurd_timestamp", "not_an_object", "unknown_platform",
+    "malformed_json",
+    "invalid_utf8",
+    "missing_timestamp",
+    "missing_user",
+    "wrong_type_user_id",
+    "unknown_event_name",
+    "unparsable_timestamp",
+    "absurd_timestamp",
+    "not_an_object",
+    "unknown_platform",
 ]
 
 

@@ -77,7 +77,9 @@ VIEWS = {
 
 
 def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
-    return dg.AssetCheckSpec(name, asset=asset, description=f"The partition satisfies the Pandera schema {model.__name__}.")
+    return dg.AssetCheckSpec(
+        name, asset=asset, description=f"The partition satisfies the Pandera schema {model.__name__}."
+    )
 
 
 @dg.multi_asset(
@@ -129,7 +131,7 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
         frame = pd.concat(outputs[dataset], ignore_index=True)
         yield dg.MaterializeResult(
             asset_key=asset,
-            metadata={"dagster/row_count": len(frame), "preview": dg.MetadataValue.md(frame.head(10).to_markdown())},
+            metadata={"dagster/row_count": len(frame), "preview": dg.MetadataValue.md(frame.head(10).to_markdown() or "")},
         )
         yield schema_check_result(model, frame, asset_key=asset, check_name=check)
     publish_views(warehouse, lake, VIEWS)

@@ -77,8 +77,7 @@ WITH decoded AS (
 # Every message's partition date: its event's UTC date when the timestamp is sound, otherwise the
 # date the broker received it. Bronze files and silver partitions agree on it by construction.
 PARTITION_DATE_SQL = (
-    _FIELDS_SQL
-    + "SELECT * EXCLUDE (body, doc, structural_error, parsed_ts, t_doc, t_ts, t_name, t_user, t_user_id, "
+    _FIELDS_SQL + "SELECT * EXCLUDE (body, doc, structural_error, parsed_ts, t_doc, t_ts, t_name, t_user, t_user_id, "
     "t_platform, t_product, t_product_name, t_sku), "
     "CASE WHEN structural_error IS NULL THEN parsed_ts::DATE ELSE kafka_timestamp::DATE END AS event_date "
     "FROM checked"

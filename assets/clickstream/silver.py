@@ -1,7 +1,6 @@
 """Silver: clickstream events flattened to seed 004's schema, validated, deduplicated; and the
 quarantine, where every message that could not become an event is kept with its reason."""
 
-
 from dataclasses import dataclass
 
 import dagster as dg
@@ -81,12 +80,12 @@ def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
             conn.execute(f"CREATE VIEW bronze AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
         else:
             conn.execute(
-                "CREATE VIEW bronze AS SELECT NULL::VARCHAR topic, NULL::INT \"partition\", NULL::BIGINT \"offset\", "
+                'CREATE VIEW bronze AS SELECT NULL::VARCHAR topic, NULL::INT "partition", NULL::BIGINT "offset", '
                 "NULL::TIMESTAMPTZ kafka_timestamp, NULL::BLOB payload WHERE false"
             )
         candidates = conn.execute(
             f"SELECT *, {_EVENT_ID_SQL} AS event_id, strftime(event_datetime, '%Y-%m-%d') AS event_date "
-            f"FROM ({FLATTEN_SQL.format(source='bronze')}) ORDER BY kafka_timestamp, \"partition\", \"offset\""
+            f'FROM ({FLATTEN_SQL.format(source="bronze")}) ORDER BY kafka_timestamp, "partition", "offset"'
         ).df()
     bronze_rows = len(candidates)
     candidates["event_datetime"] = candidates["event_datetime"].astype("datetime64[us, UTC]")
@@ -99,8 +98,10 @@ def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
     except pa.errors.SchemaErrors as errors:
         cases = errors.failure_cases.dropna(subset=["index"])
         labels = [_reason(col, chk) for col, chk in zip(cases["column"], cases["check"], strict=True)]
-        per_row = pd.Series(labels, index=cases["index"].astype(int)).groupby(level=0).agg(
-            lambda r: "; ".join(sorted(set(r)))
+        per_row = (
+            pd.Series(labels, index=cases["index"].astype(int))
+            .groupby(level=0)
+            .agg(lambda r: "; ".join(sorted(set(r))))
         )
         reasons.loc[per_row.index] = per_row.values
 
@@ -207,7 +208,9 @@ def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
             "dagster/row_count": len(build.silver),
             "duplicates_removed": build.duplicates,
             "bronze_rows": build.bronze_rows,
-            "dates": dg.MetadataValue.json({k: len(b.silver) for k, b in zip(context.partition_keys, builds, strict=True)}),
+            "dates": dg.MetadataValue.json(
+                {k: len(b.silver) for k, b in zip(context.partition_keys, builds, strict=True)}
+            ),
         },
     )
     yield dg.MaterializeResult(
@@ -244,7 +247,9 @@ def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
             "quarantined": len(build.quarantine),
             "reasons": dg.MetadataValue.json(reasons),
             "sample": dg.MetadataValue.json(
-                build.quarantine.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str)
+                build.quarantine.head(5)
+                .assign(payload=lambda f: f["payload"].map(_preview))
+                .astype(str)
                 .to_dict(orient="records")
             ),
         },

@@ -1,0 +1,85 @@
+"""Clickstream ingest throughput on one core: Kafka -> bronze -> silver through the platform's own
+code path, against a bare kafka-python consume loop over the same topic.
+
+    python -m bench.bench_clickstream_ingest [--events 1000000]
+"""
+
+import argparse
+import datetime as dt
+import tempfile
+import time
+
+from kafka import TopicPartition
+
+from assets.clickstream.generator import generate, produce
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
+from assets.clickstream.silver import build_silver_partition
+from assets.kafka_ingest import ingest
+from assets.pandera_checks import to_arrow
+from bench.common import kafka_broker, peak_rss_mib, pin_to_one_core, report
+from resources import KafkaResource, LakeResource
+
+
+def bare_consume(kafka: KafkaResource, topic: str) -> tuple[int, int, float]:
+    """Records and bytes a plain kafka-python loop reads from the whole topic, and seconds it takes."""
+    with kafka.consumer(None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024) as c:
+        tps = [TopicPartition(topic, p) for p in sorted(c.partitions_for_topic(topic))]
+        c.assign(tps)
+        c.seek_to_beginning()
+        ends = c.end_offsets(tps)
+        records = size = 0
+        started = time.perf_counter()
+        while any(c.position(tp) < ends[tp] for tp in tps):
+            for batch in c.poll(timeout_ms=500, max_records=50_000).values():
+                records += len(batch)
+                size += sum(len(r.value or b"") for r in batch)
+        return records, size, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=1_000_000)
+    args = parser.parse_args()
+    with kafka_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-lake-") as root:
+        kafka = KafkaResource(bootstrap_servers=bootstrap, namespace=f"bench{int(time.time())}.")
+        topic = kafka.topic(TOPIC)
+        start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
+        messages = generate(args.events, seed=1, start=start, span=dt.timedelta(hours=19),
+                            duplicate_rate=0.01, irregular_rate=0.005)
+        produce(bootstrap, topic, messages, args.events)
+        pin_to_one_core()
+
+        records, size, bare_s = bare_consume(kafka, topic)
+        lake = LakeResource(root=root)
+        started = time.perf_counter()
+        result = ingest(kafka, lake, topic=TOPIC, group_id=CONSUMER_GROUP, dataset=BRONZE_DATASET,
+                        with_partition_dates=with_partition_dates, max_records_per_partition=10_000_000)
+        bronze_s = time.perf_counter() - started
+        started = time.perf_counter()
+        silver_rows = 0
+        for date in sorted(result.rows_by_date):
+            build = build_silver_partition(lake, date)
+            lake.replace_dir({"data.parquet": to_arrow(build.silver)}, "silver/clickstream_events", f"event_date={date}")
+            silver_rows += len(build.silver)
+        silver_s = time.perf_counter() - started
+        total_s = bronze_s + silver_s
+        mb = size / 1e6
+        report(
+            "clickstream_ingest",
+            {"events": args.events, "mean_event_bytes": round(size / records), "topic_partitions": 3},
+            [
+                {"path": "bare kafka-python consume loop", "seconds": bare_s, "events_per_s": records / bare_s,
+                 "mb_per_s": mb / bare_s},
+                {"path": "platform: Kafka -> bronze (durable, committed)", "seconds": bronze_s,
+                 "events_per_s": result.records / bronze_s, "mb_per_s": mb / bronze_s},
+                {"path": "platform: bronze -> silver + quarantine", "seconds": silver_s,
+                 "events_per_s": result.records / silver_s, "mb_per_s": mb / silver_s},
+                {"path": "platform: Kafka -> bronze -> silver", "seconds": total_s,
+                 "events_per_s": result.records / total_s, "mb_per_s": mb / total_s,
+                 "ratio_to_bare": bare_s / total_s, "silver_rows": silver_rows, "peak_rss_mib": peak_rss_mib()},
+            ],
+        )
+
+
+if __name__ == "__main__":
+    main()
