@@ -1,0 +1,81 @@
+"""Names and parsing shared by the fraud assets: topics, datasets, and each message's date partition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import dagster as dg
+import pyarrow as pa
+
+from resources.warehouse import engine
+
+EVENTS_TOPIC = "fraud.checkout_risk_events"
+CHANGES_TOPIC = "fraud.buyer_changes"
+EVENTS_GROUP = "platform.fraud.events.bronze"
+CHANGES_GROUP = "platform.fraud.buyer_changes.bronze"
+
+BRONZE_EVENTS = "bronze/fraud_checkout_risk_events"
+BRONZE_CHANGES = "bronze/fraud_buyer_changes"
+SILVER_EVENTS = "silver/fraud_risk_events"
+QUARANTINE_EVENTS = "quarantine/fraud_risk_events"
+DECISION_EVENTS = "gold/fraud_decision_events"
+SCD2 = "silver/fraud_buyer_scd2"
+SCD1 = "silver/fraud_buyer_scd1"
+QUARANTINE_CHANGES = "quarantine/fraud_buyer_changes"
+LATEST_FEATURES = "gold/fraud_buyer_latest_features"
+
+# The first day an event or change may carry, and how far its own clock may run ahead of the broker's:
+# anything outside is a timestamp no checkout can have.
+FIRST_VALID_TIME = "2020-01-01 00:00:00+00"
+MAX_CLOCK_SKEW = "5 minutes"
+
+fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
+
+BRONZE_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
+        ("key", pa.binary()),
+        ("payload", pa.binary()),
+        ("event_date", pa.date32()),
+    ]
+)
+
+
+def sound_time_sql(text: str) -> str:
+    """The timestamp written in SQL expression `text` when it parses and is plausible, else NULL."""
+    ts = f"try_cast({text} AS TIMESTAMPTZ)"
+    return (
+        f"CASE WHEN {ts} >= TIMESTAMPTZ '{FIRST_VALID_TIME}' "
+        f"AND {ts} <= kafka_timestamp + INTERVAL '{MAX_CLOCK_SKEW}' THEN {ts} END"
+    )
+
+
+def partition_dates_by(field: str) -> Callable[[pa.Table], pa.Table]:
+    """Bronze rows with their date partition: the UTC date of the message's own `field` time when it is
+    sound, else the date the broker received it (so a bad message is quarantined on its arrival day)."""
+
+    text = f"try(json_extract_string(decode(payload), '$.{field}'))"
+
+    def with_partition_dates(messages: pa.Table) -> pa.Table:
+        with engine() as conn:
+            conn.register("messages", messages)
+            table = conn.execute(
+                f"SELECT *, coalesce({sound_time_sql(text)}::DATE, kafka_timestamp::DATE) AS event_date "
+                'FROM messages ORDER BY "partition", "offset"'
+            ).to_arrow_table()
+        return table.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+
+    return with_partition_dates
+
+
+def bronze_view_sql(files: list[str]) -> str:
+    if files:
+        return f"SELECT * FROM read_parquet({files!r}, hive_partitioning=false)"
+    return (
+        'SELECT NULL::VARCHAR topic, NULL::INT "partition", NULL::BIGINT "offset", '
+        "NULL::TIMESTAMPTZ kafka_timestamp, "
+        "NULL::BLOB key, NULL::BLOB payload, NULL::DATE event_date WHERE false"
+    )

@@ -1,0 +1,324 @@
+"""Silver checkout risk events (validated against the market rules, deduplicated), their quarantine, and
+the decision dataset: every event exactly once, enriched with the buyer's SCD type 2 risk attributes as
+they were when the event occurred (an as-of join) and the current SCD type 1 attributes."""
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+import pyarrow as pa_arrow
+from pandera.typing import Series
+
+from assets.fraud.common import (
+    BRONZE_EVENTS,
+    DECISION_EVENTS,
+    QUARANTINE_EVENTS,
+    SCD1,
+    SCD2,
+    SILVER_EVENTS,
+    bronze_view_sql,
+    fraud_daily_partitions,
+    sound_time_sql,
+)
+from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
+from assets.pandera_checks import schema_check_result, table_schema
+from resources import LakeResource
+from resources.warehouse import engine
+
+# Bumped by hand when the SQL below changes meaning; the rules file's hash is appended automatically.
+LOGIC_VERSION = "1"
+
+EVENTS_SQL = f"""
+WITH decoded AS (
+    SELECT *, try(decode(payload)) AS body FROM bronze
+), parsed AS (
+    SELECT *, CASE WHEN json_valid(body) THEN body::JSON END AS doc FROM decoded
+), typed AS (
+    SELECT topic, "partition", "offset", kafka_timestamp, payload, event_date,
+        CASE
+            WHEN payload IS NULL OR octet_length(payload) = 0 THEN 'empty_payload'
+            WHEN body IS NULL THEN 'invalid_utf8'
+            WHEN doc IS NULL THEN 'malformed_json'
+            WHEN json_type(doc) <> 'OBJECT' THEN 'not_a_json_object'
+        END AS structural_error,
+        doc ->> '$.event_id' AS event_id,
+        doc ->> '$.delivery_id' AS delivery_id,
+        doc ->> '$.occurred_at' AS occurred_at_text,
+        {sound_time_sql("doc ->> '$.occurred_at'")} AS occurred_at,
+        doc ->> '$.market' AS market,
+        doc ->> '$.buyer_id' AS buyer_id,
+        doc ->> '$.merchant_id' AS merchant_id,
+        doc ->> '$.order_id' AS order_id,
+        json_type(doc, '$.order_amount') AS amount_type,
+        try_cast(doc ->> '$.order_amount' AS DOUBLE) AS order_amount,
+        doc ->> '$.currency' AS currency,
+        doc ->> '$.payment_method' AS payment_method,
+        try_cast(doc ->> '$.payment_terms_days' AS INTEGER) AS payment_terms_days,
+        try_cast(doc ->> '$.line_items' AS INTEGER) AS line_items,
+        doc ->> '$.channel' AS channel
+    FROM parsed
+)
+SELECT t.* EXCLUDE (structural_error, occurred_at_text, amount_type), CASE
+    WHEN structural_error IS NOT NULL THEN structural_error
+    WHEN event_id IS NULL THEN 'missing_field:event_id'
+    WHEN occurred_at_text IS NULL THEN 'missing_field:occurred_at'
+    WHEN occurred_at IS NULL THEN 'invalid_value:occurred_at'
+    WHEN buyer_id IS NULL THEN 'missing_field:buyer_id'
+    WHEN merchant_id IS NULL THEN 'missing_field:merchant_id'
+    WHEN t.market IS NULL THEN 'missing_field:market'
+    WHEN amount_type IS NULL OR amount_type = 'NULL' THEN 'missing_field:order_amount'
+    WHEN amount_type NOT IN ('DOUBLE', 'BIGINT', 'UBIGINT') THEN 'wrong_type:order_amount'
+    WHEN t.currency IS NULL THEN 'missing_field:currency'
+    WHEN r.market IS NULL THEN 'unknown_value:market'
+    WHEN c.currency IS NULL THEN 'unknown_value:currency'
+    WHEN NOT order_amount BETWEEN r.min_amount AND r.max_amount THEN 'invalid_value:order_amount'
+END AS reason
+FROM typed t
+LEFT JOIN market_rules r ON r.market = t.market
+LEFT JOIN market_currencies c ON c.market = t.market AND c.currency = t.currency
+"""
+
+SILVER_COLUMNS = (
+    "event_id, delivery_id, occurred_at, event_date, market, buyer_id, merchant_id, order_id, order_amount, "
+    "currency, payment_method, payment_terms_days, line_items, channel, "
+    'topic, "partition", "offset", kafka_timestamp'
+)
+
+# A retried or re-sent event is the same event id: its first delivery is the event.
+SILVER_SQL = f"""
+SELECT {SILVER_COLUMNS} FROM checked WHERE reason IS NULL
+QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+"""
+
+# ASOF picks, per event, the buyer's latest version with valid_from <= occurred_at: the attributes as
+# they were when the checkout happened. Versions are gap-free, so that version was valid at that time.
+ENRICHED_SQL = """
+SELECT s.*,
+    d.version AS buyer_version, d.valid_from AS buyer_version_valid_from,
+    d.credit_rating, d.total_cost, d.risk_score, d.risk_level, d.approval_status,
+    CASE WHEN d.risk_score >= r.high_threshold THEN 'high'
+         WHEN d.risk_score >= r.medium_threshold THEN 'medium' ELSE 'low' END AS market_risk_level,
+    p.name_pseudonym AS buyer_name_pseudonym, p.email_pseudonym AS buyer_email_pseudonym,
+    p.contact_person_pseudonym AS buyer_contact_person_pseudonym,
+    p.address_pseudonym AS buyer_address_pseudonym,
+    ?::VARCHAR AS rules_version
+FROM silver s
+ASOF LEFT JOIN scd2 d ON s.buyer_id = d.buyer_id AND s.occurred_at >= d.valid_from
+LEFT JOIN market_rules r ON r.market = s.market
+LEFT JOIN scd1 p ON p.buyer_id = s.buyer_id
+"""
+
+QUARANTINE_SQL = """
+SELECT topic, "partition", "offset", kafka_timestamp, payload, reason, event_date
+FROM checked WHERE reason IS NOT NULL
+UNION ALL
+SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload, 'unknown_buyer', c.event_date
+FROM enriched e JOIN checked c USING (topic, "partition", "offset") WHERE e.buyer_version IS NULL
+ORDER BY "partition", "offset"
+"""
+
+EMPTY_SCD2 = (
+    "SELECT NULL::VARCHAR buyer_id, NULL::BIGINT version, NULL::VARCHAR credit_rating, "
+    "NULL::DOUBLE total_cost, "
+    "NULL::INTEGER risk_score, NULL::VARCHAR risk_level, NULL::VARCHAR approval_status, "
+    "NULL::TIMESTAMPTZ valid_from WHERE false"
+)
+EMPTY_SCD1 = (
+    "SELECT NULL::VARCHAR buyer_id, NULL::VARCHAR name_pseudonym, NULL::VARCHAR email_pseudonym, "
+    "NULL::VARCHAR contact_person_pseudonym, NULL::VARCHAR address_pseudonym WHERE false"
+)
+
+
+class DecisionEvent(pa.DataFrameModel):
+    """A checkout risk event as decision services and models read it."""
+
+    event_id: Series[str] = pa.Field(unique=True, str_length={"min_value": 1})
+    occurred_at: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs={"unit": "us", "tz": "UTC"})
+    market: Series[str] = pa.Field(str_matches=r"^[A-Z]{2}$")
+    buyer_id: Series[str]
+    merchant_id: Series[str]
+    order_amount: Series[float] = pa.Field(gt=0)
+    currency: Series[str] = pa.Field(str_matches=r"^[A-Z]{3}$")
+    credit_rating: Series[str]
+    total_cost: Series[float] = pa.Field(ge=0)
+    risk_score: Series[int] = pa.Field(ge=0, le=1000)
+    risk_level: Series[str] = pa.Field(isin=["low", "medium", "high"])
+    approval_status: Series[str] = pa.Field(isin=["approved", "pending", "rejected"])
+    market_risk_level: Series[str] = pa.Field(isin=["low", "medium", "high"])
+
+    class Config:
+        coerce = True  # DuckDB's INTEGER arrives as int32; the check is about values, not widths
+
+
+@dataclass
+class DecisionBuild:
+    silver: pa_arrow.Table
+    quarantine: pa_arrow.Table
+    decision: pa_arrow.Table
+    bronze_rows: int
+    duplicates: int
+
+
+def _lake_table(lake: LakeResource, dataset: str, empty_sql: str) -> str:
+    files = [str(f) for f in lake.files(dataset)]
+    return f"SELECT * FROM read_parquet({files!r})" if files else empty_sql
+
+
+def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date: str) -> DecisionBuild:
+    """Silver, quarantine and decision rows of one `event_date`, from that date's bronze files and the
+    current buyer dimensions."""
+    files = [str(f) for f in lake.files(BRONZE_EVENTS, f"event_date={event_date}")]
+    with engine() as conn:
+        for name, table in rules.tables().items():
+            conn.register(name, table)
+        conn.execute(f"CREATE VIEW bronze AS {bronze_view_sql(files)}")
+        conn.execute(f"CREATE TEMP TABLE scd2 AS {_lake_table(lake, SCD2, EMPTY_SCD2)}")
+        conn.execute(f"CREATE TEMP TABLE scd1 AS {_lake_table(lake, SCD1, EMPTY_SCD1)}")
+        conn.execute(f"CREATE TEMP TABLE checked AS {EVENTS_SQL}")
+        conn.execute(f"CREATE TEMP TABLE silver AS {SILVER_SQL}")
+        conn.execute(f"CREATE TEMP TABLE enriched AS {ENRICHED_SQL}", [rules.content_hash])
+        silver = conn.execute("SELECT * FROM silver ORDER BY occurred_at, event_id").to_arrow_table()
+        decision = conn.execute(
+            "SELECT * FROM enriched WHERE buyer_version IS NOT NULL ORDER BY occurred_at, event_id"
+        ).to_arrow_table()
+        quarantine = conn.execute(QUARANTINE_SQL).to_arrow_table()
+        bronze_rows, valid = conn.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM checked").fetchone()
+    return DecisionBuild(silver, quarantine, decision, bronze_rows, duplicates=valid - silver.num_rows)
+
+
+QUARANTINE_RATE_THRESHOLD = 0.05
+
+
+def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.AssetsDefinition:
+    """The silver/quarantine/decision assets applying the rules at `rules_path`. Their code version is
+    the rules file's content hash, so a rule change shows them stale in the UI until backfilled."""
+    rules = load_rules(rules_path)
+    code_version = f"{LOGIC_VERSION}-{rules.content_hash}"
+    rules_meta = {
+        "rules_file": str(rules_path),
+        "rules_version": rules.version,
+        "rules_hash": rules.content_hash,
+    }
+
+    @dg.multi_asset(
+        name="fraud_decision_partition",
+        specs=[
+            dg.AssetSpec(
+                "silver_fraud_risk_events",
+                deps=["bronze_fraud_risk_events"],
+                group_name="fraud_silver",
+                kinds={"parquet", "duckdb"},
+                code_version=code_version,
+                metadata=rules_meta,
+                description=(
+                    "Every checkout risk event exactly once (retries and re-sends collapse on the event id), "
+                    "valid under its market's rules: known market, allowed currency, amount in range, a "
+                    "plausible time. Partitioned by the day the event occurred."
+                ),
+            ),
+            dg.AssetSpec(
+                "quarantine_fraud_risk_events",
+                deps=["bronze_fraud_risk_events", "fraud_buyer_scd2"],
+                group_name="fraud_silver",
+                kinds={"parquet"},
+                code_version=code_version,
+                metadata=rules_meta,
+                description=(
+                    "Messages kept out of the decision dataset, each with its reason, original payload and "
+                    "Kafka coordinates: irregular values, broken messages and unknown buyers. bronze = "
+                    "decision + duplicates + quarantine."
+                ),
+            ),
+            dg.AssetSpec(
+                "fraud_decision_events",
+                deps=["silver_fraud_risk_events", "fraud_buyer_scd2", "fraud_buyer_scd1"],
+                group_name="fraud_gold",
+                kinds={"parquet", "duckdb"},
+                code_version=code_version,
+                metadata={**rules_meta, "dagster/column_schema": table_schema(DecisionEvent)},
+                description=(
+                    "The decision dataset: each valid checkout risk event exactly once, with the buyer's "
+                    "credit rating, total cost, risk score, risk level and approval status as they were when"
+                    " the event occurred (point in time, SCD2 as-of join), the market's risk level for that "
+                    "score, and the buyer's current pseudonymized contact data (SCD1)."
+                ),
+            ),
+        ],
+        partitions_def=fraud_daily_partitions,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "decision_schema_check",
+                asset="fraud_decision_events",
+                blocking=True,
+                description="The partition satisfies the Pandera schema DecisionEvent.",
+            ),
+            dg.AssetCheckSpec(
+                "fraud_nothing_lost_check",
+                asset="quarantine_fraud_risk_events",
+                blocking=True,
+                description="Every bronze message of the date is a decision row, a counted duplicate, or quarantined.",
+            ),
+            dg.AssetCheckSpec(
+                "fraud_quarantine_rate_check",
+                asset="quarantine_fraud_risk_events",
+                description=f"At most {QUARANTINE_RATE_THRESHOLD:.0%} of the date's messages are quarantined.",
+            ),
+        ],
+    )
+    def _asset(context: dg.AssetExecutionContext, lake: LakeResource):
+        event_date = context.partition_key
+        build = build_decision_partition(lake, rules, event_date)
+        part = f"event_date={event_date}"
+        for dataset, table in (
+            (SILVER_EVENTS, build.silver),
+            (QUARANTINE_EVENTS, build.quarantine),
+            (DECISION_EVENTS, build.decision),
+        ):
+            lake.replace_dir({"data.parquet": table}, dataset, part)
+        reasons = pd.Series(build.quarantine["reason"].to_pylist(), dtype=object).value_counts().to_dict()
+        context.log.info(
+            f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
+            f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {reasons}"
+        )
+        yield dg.MaterializeResult(
+            asset_key="silver_fraud_risk_events",
+            metadata={"dagster/row_count": build.silver.num_rows, "duplicates_removed": build.duplicates},
+        )
+        yield dg.MaterializeResult(
+            asset_key="quarantine_fraud_risk_events",
+            metadata={
+                "dagster/row_count": build.quarantine.num_rows,
+                "reasons": dg.MetadataValue.json(reasons),
+            },
+        )
+        yield dg.MaterializeResult(
+            asset_key="fraud_decision_events", metadata={"dagster/row_count": build.decision.num_rows}
+        )
+        yield schema_check_result(
+            DecisionEvent,
+            build.decision.to_pandas(),
+            asset_key="fraud_decision_events",
+            check_name="decision_schema_check",
+        )
+        accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
+        yield dg.AssetCheckResult(
+            check_name="fraud_nothing_lost_check",
+            asset_key="quarantine_fraud_risk_events",
+            passed=accounted == build.bronze_rows,
+            metadata={"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
+        )
+        rate = build.quarantine.num_rows / build.bronze_rows if build.bronze_rows else 0.0
+        yield dg.AssetCheckResult(
+            check_name="fraud_quarantine_rate_check",
+            asset_key="quarantine_fraud_risk_events",
+            passed=rate <= QUARANTINE_RATE_THRESHOLD,
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"quarantine_rate": rate, "reasons": dg.MetadataValue.json(reasons)},
+        )
+
+    return _asset
+
+
+fraud_decision_partition = build_decision_asset()

@@ -1,0 +1,263 @@
+"""Buyer dimensions from the master-data change stream: SCD type 2 history of the risk attributes and
+SCD type 1 (current, pseudonymized) contact attributes. Rebuilt from every bronze change in event-time
+order, so a change that arrives late lands where it happened, never where it arrived."""
+
+import datetime as dt
+from dataclasses import dataclass
+
+import dagster as dg
+import pyarrow as pa
+
+from assets.fraud.common import (
+    BRONZE_CHANGES,
+    QUARANTINE_CHANGES,
+    SCD1,
+    SCD2,
+    bronze_view_sql,
+    sound_time_sql,
+)
+from resources import LakeResource, PseudonymizerResource
+from resources.warehouse import engine
+
+SCD2_ATTRIBUTES = ["credit_rating", "total_cost", "risk_score", "risk_level", "approval_status"]
+SCD1_ATTRIBUTES = ["name", "email", "contact_person", "address"]
+
+CHANGES_SQL = f"""
+WITH decoded AS (
+    SELECT *, try(decode(payload)) AS body FROM bronze
+), parsed AS (
+    SELECT *, CASE WHEN json_valid(body) AND json_type(body::JSON) = 'OBJECT' THEN body::JSON END AS doc
+    FROM decoded
+), typed AS (
+    SELECT topic, "partition", "offset", kafka_timestamp, payload, doc IS NULL AS broken,
+        doc ->> '$.change_id' AS change_id,
+        doc ->> '$.buyer_id' AS buyer_id,
+        doc ->> '$.changed_at' AS changed_at_text,
+        {sound_time_sql("doc ->> '$.changed_at'")} AS changed_at,
+        doc ->> '$.credit_rating' AS credit_rating,
+        try_cast(doc ->> '$.total_cost' AS DOUBLE) AS total_cost,
+        try_cast(doc ->> '$.risk_score' AS INTEGER) AS risk_score,
+        doc ->> '$.risk_level' AS risk_level,
+        doc ->> '$.approval_status' AS approval_status,
+        doc ->> '$.name' AS name, doc ->> '$.email' AS email,
+        doc ->> '$.contact_person' AS contact_person, doc ->> '$.address' AS address
+    FROM parsed
+)
+SELECT * EXCLUDE (broken, changed_at_text), CASE
+    WHEN broken THEN 'malformed_json'
+    WHEN change_id IS NULL THEN 'missing_field:change_id'
+    WHEN buyer_id IS NULL THEN 'missing_field:buyer_id'
+    WHEN changed_at_text IS NULL THEN 'missing_field:changed_at'
+    WHEN changed_at IS NULL THEN 'invalid_value:changed_at'
+    WHEN credit_rating IS NULL THEN 'missing_field:credit_rating'
+    WHEN total_cost IS NULL OR total_cost < 0 THEN 'invalid_value:total_cost'
+    WHEN risk_score IS NULL OR risk_score NOT BETWEEN 0 AND 1000 THEN 'invalid_value:risk_score'
+    WHEN risk_level IS NULL OR risk_level NOT IN ('low', 'medium', 'high') THEN 'unknown_value:risk_level'
+    WHEN approval_status IS NULL OR approval_status NOT IN ('approved', 'pending', 'rejected')
+        THEN 'unknown_value:approval_status'
+END AS reason
+FROM typed
+"""
+
+# One change per change id (the first delivery); of several changes at the same instant, the one that
+# arrived last. Ordered by when the change happened, not when it arrived.
+INSTANTS_SQL = """
+WITH valid AS (
+    SELECT * FROM changes WHERE reason IS NULL
+    QUALIFY row_number() OVER (PARTITION BY change_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+)
+SELECT * FROM valid
+QUALIFY row_number() OVER (
+    PARTITION BY buyer_id, changed_at ORDER BY kafka_timestamp DESC, "partition" DESC, "offset" DESC) = 1
+"""
+
+_ATTRS = ", ".join(SCD2_ATTRIBUTES)
+# A new version opens only when a tracked attribute changes; it is valid from its change's time until the
+# next version's (valid_to exclusive, NULL while current), so windows never overlap or leave gaps.
+SCD2_SQL = f"""
+WITH marked AS (
+    SELECT *, struct_pack({_ATTRS}) AS attrs,
+        lag(struct_pack({_ATTRS})) OVER (PARTITION BY buyer_id ORDER BY changed_at) AS previous
+    FROM instants
+), versions AS (
+    SELECT * FROM marked WHERE previous IS NULL OR attrs IS DISTINCT FROM previous
+)
+SELECT buyer_id, row_number() OVER w AS version, {_ATTRS},
+    changed_at AS valid_from, lead(changed_at) OVER w AS valid_to,
+    lead(changed_at) OVER w IS NULL AS is_current,
+    change_id
+FROM versions WINDOW w AS (PARTITION BY buyer_id ORDER BY changed_at)
+ORDER BY buyer_id, valid_from
+"""
+
+SCD1_SQL = f"""
+SELECT buyer_id, {", ".join(SCD1_ATTRIBUTES)}, changed_at AS updated_at FROM instants
+QUALIFY row_number() OVER (PARTITION BY buyer_id ORDER BY changed_at DESC) = 1
+ORDER BY buyer_id
+"""
+
+SCD2_INVARIANTS_SQL = """
+SELECT
+    (SELECT count(*) FROM (SELECT buyer_id FROM scd2 GROUP BY 1 HAVING count(*) FILTER (is_current) <> 1))
+        AS keys_without_exactly_one_current,
+    (SELECT count(*) FROM (
+        SELECT valid_from, valid_to,
+            lead(valid_from) OVER (PARTITION BY buyer_id ORDER BY valid_from) AS next_from
+        FROM scd2
+    ) WHERE valid_to IS DISTINCT FROM next_from OR valid_to <= valid_from) AS overlapping_or_gapped
+"""
+
+
+@dataclass
+class DimensionBuild:
+    scd2: pa.Table
+    scd1: pa.Table
+    quarantine: pa.Table
+    bronze_rows: int
+    duplicates: int
+    buyers_with_changes: int
+    invariants: dict[str, int]
+
+
+def build_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -> DimensionBuild:
+    """Both buyer dimensions and the quarantined changes, from every bronze change."""
+    files = [str(f) for f in lake.files(BRONZE_CHANGES, pattern="*/*.parquet")]
+    with engine() as conn:
+        conn.execute(f"CREATE VIEW bronze AS {bronze_view_sql(files)}")
+        conn.execute(f"CREATE TEMP TABLE changes AS {CHANGES_SQL}")
+        conn.execute(f"CREATE TEMP TABLE instants AS {INSTANTS_SQL}")
+        scd2 = conn.execute(SCD2_SQL).to_arrow_table()
+        scd1 = conn.execute(SCD1_SQL).to_arrow_table()
+        quarantine = conn.execute(
+            'SELECT topic, "partition", "offset", kafka_timestamp, payload, reason FROM changes '
+            'WHERE reason IS NOT NULL ORDER BY "partition", "offset"'
+        ).to_arrow_table()
+        bronze_rows, valid_rows = conn.execute(
+            "SELECT count(*), count(*) FILTER (reason IS NULL) FROM changes"
+        ).fetchone()
+        kept, buyers = conn.execute(
+            "SELECT count(DISTINCT change_id), count(DISTINCT buyer_id) FROM changes WHERE reason IS NULL"
+        ).fetchone()
+        conn.register("scd2", scd2)
+        invariants = dict(
+            zip(
+                ["keys_without_exactly_one_current", "overlapping_or_gapped"],
+                conn.execute(SCD2_INVARIANTS_SQL).fetchone(),
+                strict=True,
+            )
+        )
+    for column in SCD1_ATTRIBUTES:  # personal data leaves the dimension only as a keyed pseudonym
+        index = scd1.column_names.index(column)
+        scd1 = scd1.set_column(
+            index,
+            f"{column}_pseudonym",
+            pa.array(pseudonymizer.pseudonyms(scd1[column].to_pylist()), pa.string()),
+        )
+    return DimensionBuild(scd2, scd1, quarantine, bronze_rows, valid_rows - kept, buyers, invariants)
+
+
+def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -> list[str]:
+    """Decision dates a batch of changes can alter: from its earliest change date through today (a
+    change holds until the next one), capped so a very late change triggers a bounded rebuild."""
+    if not bronze_dates:
+        return []
+    first = max(dt.date.fromisoformat(min(bronze_dates)), today - dt.timedelta(days=max_days - 1))
+    last = max(today, dt.date.fromisoformat(max(bronze_dates)))
+    return [(first + dt.timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec(
+            "fraud_buyer_scd2",
+            deps=["bronze_fraud_buyer_changes"],
+            group_name="fraud_dimensions",
+            kinds={"parquet", "duckdb"},
+            description=(
+                "Buyer risk history (SCD type 2): credit rating, total cost, risk score, risk level and "
+                "approval status, one row per version with valid_from (inclusive) and valid_to (exclusive, "
+                "NULL while current); exactly one current row per buyer, no overlapping windows, versions "
+                "ordered by when the change happened even if it arrived late."
+            ),
+        ),
+        dg.AssetSpec(
+            "fraud_buyer_scd1",
+            deps=["bronze_fraud_buyer_changes"],
+            group_name="fraud_dimensions",
+            kinds={"parquet", "duckdb"},
+            description=(
+                "Buyer contact data (SCD type 1): name, email, contact person and address, overwritten by "
+                "the latest change and stored only as keyed pseudonyms (HMAC), safe for analysts."
+            ),
+        ),
+    ],
+    check_specs=[
+        dg.AssetCheckSpec(
+            "scd2_one_current_row_check",
+            asset="fraud_buyer_scd2",
+            blocking=True,
+            description="Every buyer has exactly one current version.",
+        ),
+        dg.AssetCheckSpec(
+            "scd2_no_overlap_check",
+            asset="fraud_buyer_scd2",
+            blocking=True,
+            description="Each version ends exactly where the next begins: no overlaps, no gaps.",
+        ),
+        dg.AssetCheckSpec(
+            "every_buyer_kept_check",
+            asset="fraud_buyer_scd2",
+            blocking=True,
+            description="Every buyer with a valid change is in both dimensions.",
+        ),
+    ],
+)
+def fraud_buyer_dimensions(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
+    """Rebuild both buyer dimensions (and the change quarantine) from bronze."""
+    build = build_dimensions(lake, pseudonymizer)
+    lake.write_parquet(build.scd2, SCD2, "data.parquet")
+    lake.write_parquet(build.scd1, SCD1, "data.parquet")
+    lake.write_parquet(build.quarantine, QUARANTINE_CHANGES, "data.parquet")
+    bronze = context.instance.get_latest_materialization_event(dg.AssetKey("bronze_fraud_buyer_changes"))
+    entry = (
+        bronze.asset_materialization.metadata.get("event_dates") if bronze and bronze.asset_materialization else None
+    )
+    dates = affected_dates(list(entry.value) if entry else [], dt.datetime.now(dt.UTC).date())  # type: ignore[union-attr]
+    yield dg.MaterializeResult(
+        asset_key="fraud_buyer_scd2",
+        metadata={
+            "dagster/row_count": build.scd2.num_rows,
+            "buyers": build.scd1.num_rows,
+            "quarantined_changes": build.quarantine.num_rows,
+            "duplicate_changes": build.duplicates,
+            # Read by fraud_dimension_dates_sensor: the decision dates these changes may alter.
+            "event_dates": dg.MetadataValue.json(dates),
+        },
+    )
+    yield dg.MaterializeResult(asset_key="fraud_buyer_scd1", metadata={"dagster/row_count": build.scd1.num_rows})
+    yield dg.AssetCheckResult(
+        check_name="scd2_one_current_row_check",
+        asset_key="fraud_buyer_scd2",
+        passed=build.invariants["keys_without_exactly_one_current"] == 0,
+        metadata=build.invariants,
+    )
+    yield dg.AssetCheckResult(
+        check_name="scd2_no_overlap_check",
+        asset_key="fraud_buyer_scd2",
+        passed=build.invariants["overlapping_or_gapped"] == 0,
+        metadata=build.invariants,
+    )
+    scd2_buyers = len(set(build.scd2["buyer_id"].to_pylist()))
+    yield dg.AssetCheckResult(
+        check_name="every_buyer_kept_check",
+        asset_key="fraud_buyer_scd2",
+        passed=scd2_buyers == build.scd1.num_rows == build.buyers_with_changes,
+        metadata={
+            "buyers_with_changes": build.buyers_with_changes,
+            "scd2_buyers": scd2_buyers,
+            "scd1_buyers": build.scd1.num_rows,
+            "bronze_rows": build.bronze_rows,
+            "duplicates": build.duplicates,
+            "quarantined": build.quarantine.num_rows,
+        },
+    )

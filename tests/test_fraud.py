@@ -1,0 +1,356 @@
+"""Fraud decision data from a real Kafka broker through bronze, SCD dimensions, the as-of decision
+dataset, serving and training sets."""
+
+import datetime as dt
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from assets.fraud import bronze, dimensions, serving
+from assets.fraud.common import (
+    BRONZE_EVENTS,
+    CHANGES_GROUP,
+    CHANGES_TOPIC,
+    DECISION_EVENTS,
+    EVENTS_GROUP,
+    EVENTS_TOPIC,
+    LATEST_FEATURES,
+    QUARANTINE_EVENTS,
+    SCD1,
+    SCD2,
+    SILVER_EVENTS,
+)
+from assets.fraud.decision import build_decision_asset, fraud_decision_partition
+from assets.fraud.generator import (
+    IRREGULAR_REASONS,
+    Buyer,
+    buyer_snapshot,
+    checkout_event,
+    generate_changes,
+    generate_events,
+    make_buyers,
+    produce,
+)
+from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
+from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
+from sensors.fraud import (
+    fraud_changes_kafka_sensor,
+    fraud_dimension_dates_sensor,
+    fraud_events_kafka_sensor,
+    fraud_partitions_sensor,
+)
+
+NOON = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
+DAY = NOON.date().isoformat()
+KEY = "test-pseudonymization-key"
+BASE_ASSETS = [
+    bronze.bronze_fraud_risk_events,
+    bronze.bronze_fraud_buyer_changes,
+    dimensions.fraud_buyer_dimensions,
+    serving.fraud_buyer_latest_features,
+]
+TRACKED = ["credit_rating", "total_cost", "risk_score", "risk_level", "approval_status"]
+
+
+def tick(sensor, instance, resources, cursor=None):
+    return sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+
+def materialize(instance, resources, selection, decision_asset=fraud_decision_partition, **kwargs):
+    result = dg.materialize(
+        [*BASE_ASSETS, decision_asset], selection=selection, resources=resources, instance=instance, **kwargs
+    )
+    assert result.success
+    return result
+
+
+def run_pipeline(instance, resources, decision_asset=fraud_decision_partition) -> list[str]:
+    """As the daemon would: each Kafka sensor's tick and run, then the date runs for touched dates."""
+    for sensor, selection in (
+        (fraud_changes_kafka_sensor, ["bronze_fraud_buyer_changes", "fraud_buyer_scd2", "fraud_buyer_scd1"]),
+        (fraud_events_kafka_sensor, ["bronze_fraud_risk_events"]),
+    ):
+        result = tick(sensor, instance, resources)
+        for request in getattr(result, "run_requests", None) or []:
+            materialize(instance, resources, selection, decision_asset, run_config=request.run_config)
+    result = tick(fraud_partitions_sensor, instance, resources)
+    dates = [r.partition_key for r in getattr(result, "run_requests", None) or []]
+    for date in dates:
+        run_date(instance, resources, date, decision_asset)
+    return dates
+
+
+def run_date(instance, resources, date, decision_asset=fraud_decision_partition):
+    materialize(
+        instance,
+        resources,
+        dg.AssetSelection.groups("fraud_silver", "fraud_gold"),
+        decision_asset,
+        partition_key=date,
+    )
+
+
+def query(lake: LakeResource, dataset: str, sql: str, params=None):
+    files = [str(p) for p in sorted(lake.path(dataset).rglob("*.parquet"))]
+    conn = duckdb.connect()
+    conn.execute("SET TimeZone = 'UTC'")
+    conn.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+    return conn.execute(sql, params or []).fetchall()
+
+
+def make_resources(broker: str, root: Path) -> dict:
+    return {
+        "kafka": KafkaResource(bootstrap_servers=broker, namespace=f"t{uuid.uuid4().hex[:10]}."),
+        "lake": LakeResource(root=str(root / "lake")),
+        "warehouse": WarehouseResource(database=str(root / "warehouse.duckdb")),
+        "pseudonymizer": PseudonymizerResource(key=KEY),
+    }
+
+
+@pytest.fixture(scope="module")
+def world(kafka_broker, tmp_path_factory):
+    """40 buyers with late and SCD1-only changes, 1,200 checkout events with every irregular case,
+    through the whole pipeline once; the tests below examine the result."""
+    resources = make_resources(kafka_broker, tmp_path_factory.mktemp("fraud"))
+    buyers = make_buyers(40, seed=3)
+    start, span = NOON - dt.timedelta(hours=6), dt.timedelta(hours=6)
+    changes = generate_changes(buyers, start=start, span=span, changes_per_buyer=3, late_rate=0.25, seed=3)
+    events = list(generate_events(1200, buyers, start=start, span=span, seed=3, repeat_rate=0.06, irregular_rate=0.06))
+    produce(resources["kafka"], CHANGES_TOPIC, changes)
+    produce(resources["kafka"], EVENTS_TOPIC, events)
+    with dg.DagsterInstance.ephemeral() as instance:
+        dates = run_pipeline(instance, resources)
+        yield {
+            "resources": resources,
+            "instance": instance,
+            "changes": [json.loads(v) for _, v in changes],
+            "events": events,
+            "dates": dates,
+        }
+
+
+def test_each_event_exactly_once_and_irregular_values_quarantined(world):
+    lake, kafka, instance = world["resources"]["lake"], world["resources"]["kafka"], world["instance"]
+    kinds = Counter(kind for *_, kind in world["events"])
+    assert all(kinds[k] for k in [*IRREGULAR_REASONS, "duplicate", "retry"]), kinds  # every case exercised
+    valid_ids = {json.loads(v)["event_id"] for _, v, kind in world["events"] if kind == "valid"}
+    rows = query(lake, DECISION_EVENTS, "SELECT event_id FROM t")
+    assert len(rows) == len(valid_ids) and {r for (r,) in rows} == valid_ids
+
+    expected = Counter(IRREGULAR_REASONS[k] for *_, k in world["events"] if k in IRREGULAR_REASONS)
+    assert Counter(dict(query(lake, QUARANTINE_EVENTS, "SELECT reason, count(*) FROM t GROUP BY 1"))) == expected
+    # The original payload is kept byte for byte, with its Kafka coordinates.
+    irregular = sorted(v for _, v, k in world["events"] if k in IRREGULAR_REASONS)
+    kept = query(lake, QUARANTINE_EVENTS, 'SELECT payload, topic, "offset" FROM t')
+    assert sorted(p for p, _, _ in kept) == irregular
+    assert all(t == kafka.topic(EVENTS_TOPIC) and o >= 0 for _, t, o in kept)
+    assert sorted(world["dates"]) == sorted({DAY, dt.datetime.now(dt.UTC).date().isoformat()})
+
+    key = dg.AssetCheckKey(dg.AssetKey("quarantine_fraud_risk_events"), "fraud_nothing_lost_check")
+    history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
+    done = [r for r in history if r.status.value in ("SUCCEEDED", "FAILED")]
+    assert len(done) == len(world["dates"]) and all(r.evaluation.passed for r in done)
+    for topic, group in ((EVENTS_TOPIC, EVENTS_GROUP), (CHANGES_TOPIC, CHANGES_GROUP)):
+        pending = kafka.pending_offsets(kafka.topic(topic), kafka.group(group))
+        assert all(start == end for start, end in pending.values())
+
+
+def brute_force_versions(changes: list[dict]) -> dict[str, list[tuple]]:
+    """SCD2 the slow way: per buyer, changes in event-time order, a version per change of a tracked value."""
+    versions: dict[str, list[tuple]] = {}
+    for change in sorted(changes, key=lambda c: c["changed_at"]):
+        attrs = tuple(change[a] for a in TRACKED)
+        history = versions.setdefault(change["buyer_id"], [])
+        if not history or history[-1][1] != attrs:
+            history.append((dt.datetime.fromisoformat(change["changed_at"]), attrs))
+    return versions
+
+
+def test_scd2_invariants_and_late_changes_in_event_time_order(world):
+    lake, changes = world["resources"]["lake"], world["changes"]
+    arrival = [c["changed_at"] for c in changes]
+    assert any(a > b for a, b in zip(arrival, arrival[1:], strict=False))  # some arrive late
+    assert query(
+        lake, SCD2, "SELECT count(*) FROM (SELECT buyer_id FROM t GROUP BY 1 HAVING count(*) FILTER (is_current) <> 1)"
+    ) == [(0,)]
+    overlaps = query(
+        lake,
+        SCD2,
+        """
+        SELECT count(*) FROM t a JOIN t b ON a.buyer_id = b.buyer_id AND a.version <> b.version
+        WHERE a.valid_from < coalesce(b.valid_to, 'infinity'::TIMESTAMPTZ)
+          AND b.valid_from < coalesce(a.valid_to, 'infinity'::TIMESTAMPTZ)""",
+    )
+    assert overlaps == [(0,)]
+    rows = query(lake, SCD2, f"SELECT buyer_id, valid_from, {', '.join(TRACKED)} FROM t ORDER BY 1, 2")
+    table: dict[str, list[tuple]] = {}
+    for buyer, valid_from, *attrs in rows:
+        table.setdefault(buyer, []).append((valid_from, tuple(attrs)))
+    assert table == brute_force_versions(changes)
+    # SCD1: the latest change by event time, stored only as keyed pseudonyms.
+    latest = {c["buyer_id"]: c for c in sorted(changes, key=lambda c: c["changed_at"])}
+    scd1 = dict(query(lake, SCD1, "SELECT buyer_id, email_pseudonym FROM t"))
+    assert scd1 == {
+        b: hmac.new(KEY.encode(), c["email"].strip().casefold().encode(), hashlib.sha256).hexdigest()
+        for b, c in latest.items()
+    }
+    some_email = next(iter(latest.values()))["email"].encode()
+    for dataset in (SCD1, SCD2, DECISION_EVENTS, SILVER_EVENTS):
+        assert all(some_email not in p.read_bytes() for p in lake.path(dataset).rglob("*.parquet"))
+    # The dimension's materialization asks for a rebuild of every decision date its changes can alter.
+    request = tick(fraud_dimension_dates_sensor, world["instance"], world["resources"])
+    first_change_day = min(c["changed_at"][:10] for c in changes)
+    assert [r.partition_key for r in request.run_requests][0] == first_change_day
+    assert [r.partition_key for r in request.run_requests][-1] == dt.datetime.now(dt.UTC).date().isoformat()
+
+
+def test_asof_enrichment_equals_brute_force(world):
+    versions = brute_force_versions(world["changes"])
+    rows = query(
+        world["resources"]["lake"],
+        DECISION_EVENTS,
+        f"SELECT buyer_id, occurred_at, {', '.join(TRACKED)} FROM t USING SAMPLE 300 ROWS (reservoir, 1)",
+    )
+    assert len(rows) == 300
+    for buyer, occurred_at, *attrs in rows:
+        valid = [v for v in versions[buyer] if v[0] <= occurred_at]
+        assert tuple(attrs) == valid[-1][1], (buyer, occurred_at)
+
+
+def test_serving_lookup_and_point_in_time_training_rows(world):
+    lake, warehouse = world["resources"]["lake"], world["resources"]["warehouse"]
+    events = query(lake, DECISION_EVENTS, "SELECT buyer_id, occurred_at, order_amount, risk_score FROM t")
+    lookup = serving.BuyerFeatureLookup(lake.root)
+    features = query(lake, LATEST_FEATURES, "SELECT buyer_id, as_of, prior_events_7d, risk_score FROM t")
+    assert len(features) == 40
+    for buyer, as_of, prior_7d, risk_score in features:
+        assert prior_7d == sum(1 for b, t, *_ in events if b == buyer and as_of - dt.timedelta(days=7) <= t < as_of)
+        row = lookup.get(buyer)
+        assert row["prior_events_7d"] == prior_7d and row["risk_score"] == risk_score
+    assert lookup.get("B-unknown") is None
+    timings = []
+    for buyer, *_ in features * 50:
+        started = time.perf_counter()
+        lookup.get(buyer)
+        timings.append(time.perf_counter() - started)
+    assert sorted(timings)[int(len(timings) * 0.99)] < 0.001  # p99 under a millisecond
+
+    training = serving.training_rows(lake, DAY, DAY)
+    assert len(training) == sum(1 for _, t, *_ in events if t.date().isoformat() == DAY) > 0
+    for row in training.sample(100, random_state=1).itertuples():
+        prior = [
+            e
+            for e in events
+            if e[0] == row.buyer_id and row.occurred_at - dt.timedelta(hours=24) <= e[1] < row.occurred_at
+        ]
+        assert row.prior_events_24h == len(prior)  # only strictly earlier events: no leakage
+        assert row.prior_amount_24h == pytest.approx(sum(e[2] for e in prior))
+    with warehouse.connect() as conn:
+        in_view = conn.execute("SELECT count(*) FROM fraud_training_rows WHERE event_date = ?", [DAY]).fetchone()
+    assert in_view[0] == len(training)
+
+
+def test_rebuild_from_bronze_gives_identical_rows(world):
+    lake, instance, resources = world["resources"]["lake"], world["instance"], world["resources"]
+    datasets = [SCD2, SCD1, SILVER_EVENTS, QUARANTINE_EVENTS, DECISION_EVENTS]
+    before = {d: query(lake, d, "SELECT * FROM t ORDER BY ALL") for d in datasets}
+    for dataset in datasets:
+        lake.delete(dataset)
+    materialize(instance, resources, ["fraud_buyer_scd2", "fraud_buyer_scd1"])
+    for date in world["dates"]:
+        run_date(instance, resources, date)
+    assert {d: query(lake, d, "SELECT * FROM t ORDER BY ALL") for d in datasets} == before
+
+
+def test_rule_change_and_new_market_need_no_code_change(kafka_broker, tmp_path):
+    resources = make_resources(kafka_broker, tmp_path)
+    lake, instance = resources["lake"], dg.DagsterInstance.ephemeral()
+    rng = __import__("random").Random(1)
+    de, pl = Buyer("B200001", "DE"), Buyer("B200002", "PL")
+    onboarded = NOON - dt.timedelta(days=1)
+    changes = [buyer_snapshot(rng, b, onboarded) for b in (de, pl)]
+    pl_event = dict(checkout_event(rng, pl, NOON), currency="PLN", order_amount=900.0)
+    de_event = dict(checkout_event(rng, de, NOON), order_amount=20_000.0)
+    produce(resources["kafka"], CHANGES_TOPIC, [(c["buyer_id"].encode(), json.dumps(c).encode()) for c in changes])
+    produce(
+        resources["kafka"],
+        EVENTS_TOPIC,
+        [(e["buyer_id"].encode(), json.dumps(e).encode()) for e in (pl_event, de_event)],
+    )
+    assert run_pipeline(instance, resources) == [DAY]
+    assert query(lake, QUARANTINE_EVENTS, "SELECT reason FROM t") == [("unknown_value:market",)]
+
+    # The rules change in configuration only: Poland joins, Germany's ceiling drops below the DE order.
+    doc = __import__("yaml").safe_load(DEFAULT_RULES_PATH.read_text())
+    doc["version"] += 1
+    doc["markets"]["DE"]["max_amount"] = 10_000.0
+    doc["markets"]["PL"] = {
+        "currencies": ["PLN"],
+        "min_amount": 5.0,
+        "max_amount": 100_000.0,
+        "risk_thresholds": {"medium": 1, "high": 2},
+    }
+    rules_path = tmp_path / "markets.yaml"
+    rules_path.write_text(__import__("yaml").safe_dump(doc))
+    changed = build_decision_asset(rules_path)
+    old_versions, new_versions = fraud_decision_partition.code_versions_by_key, changed.code_versions_by_key
+    assert set(old_versions) == set(new_versions)
+    assert all(old_versions[k] != new_versions[k] for k in old_versions)  # the UI shows them stale
+    assert all(load_rules(rules_path).content_hash in v for v in new_versions.values())
+
+    run_date(instance, resources, DAY, changed)  # the backfill of the affected date
+    assert query(lake, DECISION_EVENTS, "SELECT market, currency, market_risk_level FROM t") == [("PL", "PLN", "high")]
+    assert query(lake, QUARANTINE_EVENTS, "SELECT payload, reason FROM t") == [
+        (json.dumps(de_event).encode(), "invalid_value:order_amount")
+    ]
+
+
+def test_crash_during_ingest_loses_and_duplicates_nothing(kafka_broker, tmp_path, monkeypatch):
+    resources = make_resources(kafka_broker, tmp_path)
+    lake, kafka, instance = resources["lake"], resources["kafka"], dg.DagsterInstance.ephemeral()
+    buyers = make_buyers(5, seed=9)
+    produce(kafka, CHANGES_TOPIC, generate_changes(buyers, start=NOON, span=dt.timedelta(hours=1), seed=9))
+    events = list(
+        generate_events(60, buyers, start=NOON, span=dt.timedelta(hours=1), seed=9, repeat_rate=0, irregular_rate=0)
+    )
+    produce(kafka, EVENTS_TOPIC, events)
+    request = tick(fraud_events_kafka_sensor, instance, resources).run_requests[0]
+
+    def crash(*_args, **_kwargs):
+        raise ConnectionError("injected: broker unreachable at commit time")
+
+    # The real broker cannot be made to fail exactly between the write and the commit: inject it.
+    with monkeypatch.context() as patched:
+        patched.setattr(KafkaResource, "commit", crash)
+        with pytest.raises(Exception, match="injected"):
+            materialize(instance, resources, ["bronze_fraud_risk_events"], run_config=request.run_config)
+    written = sorted(p.name for p in lake.path(BRONZE_EVENTS).rglob("*.parquet"))
+    assert written  # durable, but not acknowledged
+    late = list(
+        generate_events(
+            1,
+            buyers,
+            start=NOON + dt.timedelta(minutes=30),
+            span=dt.timedelta(0),
+            seed=10,
+            repeat_rate=0,
+            irregular_rate=0,
+        )
+    )
+    produce(kafka, EVENTS_TOPIC, late)
+
+    run_pipeline(instance, resources)
+    assert sorted(p.name for p in lake.path(BRONZE_EVENTS).rglob("*.parquet")) == written  # same range rewritten
+    assert query(lake, DECISION_EVENTS, "SELECT count(*), count(DISTINCT event_id) FROM t") == [(60, 60)]
+    run_pipeline(instance, resources)  # the next tick takes what arrived after the crash
+    ids = {json.loads(v)["event_id"] for _, v, _ in [*events, *late]}
+    assert {r for (r,) in query(lake, DECISION_EVENTS, "SELECT event_id FROM t")} == ids
+    assert query(lake, DECISION_EVENTS, "SELECT count(*) FROM t") == [(61,)]
