@@ -21,6 +21,8 @@ from pathlib import Path
 import duckdb
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 
 from assets.loans.logic import FEATURE_VERSIONS, FeatureVersion, WindowState, compute_features
 from assets.loans.parsing import CLEANED_DATASET
@@ -79,14 +81,13 @@ def drop_beyond(lake: LakeResource, next_seq: int, *parts: str) -> None:
 
 
 def read_cleaned(lake: LakeResource, from_seq: int, columns: list[str]) -> pd.DataFrame:
-    files = [str(p) for _, last, p in seq_files(lake, CLEANED_DATASET) if last >= from_seq]
+    """Cleaned applications from `from_seq` on, in seq order; only the files that hold them are opened."""
+    files = [p for _, last, p in seq_files(lake, CLEANED_DATASET) if last >= from_seq]
     if not files:
         return pd.DataFrame({c: [] for c in columns})
-    with engine() as conn:
-        return conn.execute(
-            f"SELECT {', '.join(columns)} FROM read_parquet({files!r}) WHERE seq >= ? ORDER BY seq",
-            [from_seq],
-        ).df()
+    table = pa.concat_tables([pq.read_table(p, columns=columns) for p in files])
+    table = table.filter(pc.greater_equal(table["seq"], from_seq))
+    return table.to_pandas()
 
 
 @dataclass
