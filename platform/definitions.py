@@ -9,31 +9,39 @@ import dagster as dg
 from assets.clickstream import bronze as clickstream_bronze
 from assets.clickstream import gold as clickstream_gold
 from assets.clickstream import silver as clickstream_silver
+from assets.fraud import bronze as fraud_bronze
+from assets.fraud import decision as fraud_decision
+from assets.fraud import dimensions as fraud_dimensions
+from assets.fraud import serving as fraud_serving
 from assets.loans import cleaned as loans_cleaned
 from assets.loans import features as loans_features
 from assets.loans import raw as loans_raw
-from resources import KafkaResource, LakeResource, WarehouseResource
+from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
 from sensors.clickstream import (
     clickstream_daily_job,
     clickstream_ingest_job,
     clickstream_kafka_sensor,
     clickstream_partitions_sensor,
 )
+from sensors.fraud import FRAUD_JOBS, FRAUD_SENSORS
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
 
 ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
+ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving]
 
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[clickstream_ingest_job, clickstream_daily_job, loans_batch_job, loans_stream_job],
-    sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor],
+    jobs=[clickstream_ingest_job, clickstream_daily_job, loans_batch_job, loans_stream_job, *FRAUD_JOBS],
+    sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor]
+    + FRAUD_SENSORS,
     resources={
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
         "warehouse": WarehouseResource(database=dg.EnvVar("DUCKDB_DATABASE")),
+        "pseudonymizer": PseudonymizerResource(key=dg.EnvVar("PSEUDONYMIZATION_KEY")),
     },
     # Runs execute in one process: a streaming micro-batch is a few steps, and a subprocess per step
     # would add seconds of start-up to every event's latency.
