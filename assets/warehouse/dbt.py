@@ -1,0 +1,89 @@
+"""The star schema and KPI marts, built by dbt (dbt/, dbt-duckdb) into the warehouse DuckDB file.
+
+Every dbt model is an asset and every dbt test an asset check. Facts are partitioned by processing
+date like raw and staging (a run replaces what changed on its dates); dimensions, the SCD2 snapshot
+and the KPI marts are rebuilt from all dates. Each KPI mart attaches a rendered table to its
+materialization."""
+
+import json
+import shutil
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import dagster as dg
+from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+
+from assets.warehouse.contracts import warehouse_daily_partitions
+from resources import WarehouseResource
+
+warehouse_dbt_project = DbtProject(project_dir=Path(__file__).resolve().parents[2] / "dbt")
+# A clean clone has no manifest yet: parse once so the asset graph can load (`dagster dev` re-parses).
+if not warehouse_dbt_project.manifest_path.exists():
+    warehouse_dbt_project.preparer.prepare(warehouse_dbt_project)
+warehouse_dbt_project.prepare_if_dev()
+
+# dagster-dbt runs the `dbt` on PATH; fall back to the one installed beside this interpreter.
+DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
+MARTS_SCHEMA = "marts"
+PREVIEW_ROWS = 20
+
+
+class CommerceTranslator(DagsterDbtTranslator):
+    """Models keep their plain names as asset keys; groups follow the dbt folders."""
+
+    def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
+        if dbt_resource_props["resource_type"] in ("model", "snapshot"):
+            return dg.AssetKey(dbt_resource_props["name"])
+        return super().get_asset_key(dbt_resource_props)
+
+    def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
+        fqn = dbt_resource_props.get("fqn", [])
+        return "commerce_marts" if "marts" in fqn else "commerce_core"
+
+
+@dbt_assets(
+    manifest=warehouse_dbt_project.manifest_path,
+    select="tag:partitioned",
+    name="commerce_dbt_facts",
+    partitions_def=warehouse_daily_partitions,
+    backfill_policy=dg.BackfillPolicy.single_run(),
+    dagster_dbt_translator=CommerceTranslator(),
+    project=warehouse_dbt_project,
+)
+def commerce_dbt_facts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    """fact_orders and fact_order_positions for the processing dates of the run."""
+    window = context.partition_time_window
+    dates = {"min_date": window.start.date().isoformat(), "max_date": window.end.date().isoformat()}
+    yield from dbt.cli(["build", "--vars", json.dumps(dates)], context=context).stream()
+
+
+@dbt_assets(
+    manifest=warehouse_dbt_project.manifest_path,
+    exclude="tag:partitioned",
+    name="commerce_dbt_models",
+    dagster_dbt_translator=CommerceTranslator(),
+    project=warehouse_dbt_project,
+)
+def commerce_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+    """Dimensions (customers with SCD2 history through a dbt snapshot), dim_date and the KPI marts."""
+    marts = []
+    for event in dbt.cli(["build"], context=context).stream():
+        if isinstance(event, dg.Output) and event.output_name.startswith("kpi_"):
+            marts.append(event)  # rendered once dbt has released the database file
+        else:
+            yield event
+    with warehouse.connect() as conn:
+        for event in marts:
+            table = f"{MARTS_SCHEMA}.{event.output_name}"
+            preview = conn.execute(f"SELECT * FROM {table} ORDER BY ALL DESC LIMIT {PREVIEW_ROWS}").df()
+            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            yield event.with_metadata(
+                {
+                    **event.metadata,
+                    "dagster/row_count": rows,
+                    "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
+                    "query": dg.MetadataValue.text(f"SELECT * FROM {table}"),
+                }
+            )

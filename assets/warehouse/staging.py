@@ -1,0 +1,208 @@
+"""Staging: each commerce entity typed to its contract, validated with Pandera, deduplicated to the
+latest version of each business key per processing date, and with personal data pseudonymized.
+From here on, no layer holds a name, email, phone number or street address."""
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+from pandera.typing import Series
+
+from assets.pandera_checks import schema_check_result, table_schema
+from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity, warehouse_daily_partitions
+from assets.warehouse.raw import raw_path
+from resources import LakeResource, PseudonymizerResource
+from resources.warehouse import engine
+
+_TS = {"dtype_kwargs": {"unit": "us", "tz": "UTC"}}
+_HASH = {"str_matches": r"^[0-9a-f]{64}$", "nullable": True}
+
+
+class _Lineage(pa.DataFrameModel):
+    source: Series[str] = pa.Field(isin=["postgres", "landing"])
+    processing_date: Series[str] = pa.Field(str_matches=r"^\d{4}-\d{2}-\d{2}$")
+
+
+class StgShop(_Lineage):
+    shop_id: Series[int] = pa.Field(gt=0, unique=True)
+    shop_name: Series[str] = pa.Field(nullable=True)
+    city: Series[str]
+    country: Series[str] = pa.Field(str_length={"min_value": 2, "max_value": 2})
+    channel: Series[str] = pa.Field(nullable=True)
+    updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+
+
+class StgProduct(_Lineage):
+    product_id: Series[int] = pa.Field(gt=0, unique=True)
+    product_name: Series[str] = pa.Field(nullable=True)
+    category: Series[str] = pa.Field(nullable=True)
+    price: Series[float] = pa.Field(ge=0)
+    updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+
+
+class StgCustomer(_Lineage):
+    customer_id: Series[int] = pa.Field(gt=0, unique=True)
+    first_name_hash: Series[str] = pa.Field(**_HASH)
+    last_name_hash: Series[str] = pa.Field(**_HASH)
+    email_hash: Series[str] = pa.Field(**_HASH)
+    phone_hash: Series[str] = pa.Field(**_HASH)
+    street_hash: Series[str] = pa.Field(**_HASH)
+    postcode: Series[str] = pa.Field(nullable=True)
+    city: Series[str]
+    country: Series[str] = pa.Field(str_length={"min_value": 2, "max_value": 2})
+    created_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, **_TS)
+    updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+
+
+class StgOrder(_Lineage):
+    order_id: Series[int] = pa.Field(gt=0, unique=True)
+    customer_id: Series[int] = pa.Field(gt=0)
+    shop_id: Series[int] = pa.Field(gt=0)
+    status: Series[str] = pa.Field(isin=["placed", "shipped", "delivered", "cancelled"], nullable=True)
+    purchased_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+    shipped_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, **_TS)
+    delivered_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, **_TS)
+    cancelled_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, **_TS)
+    updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+
+
+class StgOrderPosition(_Lineage):
+    position_id: Series[int] = pa.Field(gt=0, unique=True)
+    order_id: Series[int] = pa.Field(gt=0)
+    product_id: Series[int] = pa.Field(gt=0)
+    quantity: Series[int] = pa.Field(gt=0)
+    price: Series[float] = pa.Field(ge=0)
+    updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+
+
+MODELS: dict[str, type[pa.DataFrameModel]] = {
+    "shops": StgShop,
+    "products": StgProduct,
+    "customers": StgCustomer,
+    "orders": StgOrder,
+    "order_positions": StgOrderPosition,
+}
+
+
+def _typed_select(entity: Entity, received: list[str], source: str, day: str) -> str:
+    """SELECT of one raw file mapped onto the contract: drifted names mapped, types cast, missing
+    columns null, unknown columns left behind (they stay in raw). `_invalid` names each required
+    column that is empty or could not be cast."""
+    by_contract = {entity.aliases.get(c, c): c for c in received}
+    exprs, invalid = [], []
+    for column, family in entity.columns.items():
+        target = DUCKDB_TYPES[family]
+        raw = f'"{by_contract[column]}"' if column in by_contract else "NULL"
+        cast = (
+            f"TRY_CAST(NULLIF(TRIM(CAST({raw} AS VARCHAR)), '') AS {target})"
+            if column in by_contract
+            else (f"NULL::{target}")
+        )
+        exprs.append(f"{cast} AS {column}")
+        if column in entity.required:
+            invalid.append(f"CASE WHEN {cast} IS NULL THEN '{column}' END")
+    reasons = f"concat_ws(',', {', '.join(invalid)})"
+    return f"SELECT {', '.join(exprs)}, '{source}' AS source, '{day}' AS processing_date, {reasons} AS _invalid"
+
+
+def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
+    """(latest valid version per key, quarantined rows with reason, versions received) for one date.
+    Both sources are merged; on equal update time PostgreSQL wins over a landing file."""
+    selects = []
+    with engine() as conn:
+        for source in ("postgres", "landing"):
+            path = lake.path(*raw_path(source, entity.name, day))
+            if path.exists():
+                view = f"raw_{source}"
+                conn.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{path}')")
+                received = [r[0] for r in conn.execute(f"DESCRIBE {view}").fetchall()]
+                selects.append(_typed_select(entity, received, source, day) + f" FROM {view}")
+        if not selects:
+            empty = ", ".join(f"NULL::{DUCKDB_TYPES[f]} AS {c}" for c, f in entity.columns.items())
+            selects.append(f"SELECT {empty}, '' AS source, '' AS processing_date, '' AS _invalid WHERE false")
+        conn.execute(f"CREATE TABLE typed AS {' UNION ALL '.join(selects)}")
+        received = conn.execute("SELECT count(*) FROM typed").fetchone()[0]
+        staged = conn.execute(
+            f"SELECT * EXCLUDE (_invalid) FROM typed WHERE _invalid = '' "
+            f"QUALIFY row_number() OVER (PARTITION BY {entity.key} "
+            f"ORDER BY updated_at DESC, source = 'postgres' DESC) = 1 ORDER BY {entity.key}"
+        ).df()
+        quarantine = conn.execute(
+            "SELECT source, processing_date, 'missing_or_invalid:' || _invalid AS reason, "
+            "to_json(typed) AS payload FROM typed WHERE _invalid <> ''"
+        ).df()
+    for column, family in entity.columns.items():
+        if family == "decimal":
+            staged[column] = staged[column].astype("float64")
+    return staged, quarantine, received
+
+
+def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
+    name = f"stg_{entity.name}"
+    model = MODELS[entity.name]
+
+    @dg.asset(
+        name=name,
+        group_name="commerce_staging",
+        kinds={"parquet", "pandera"},
+        partitions_def=warehouse_daily_partitions,
+        backfill_policy=dg.BackfillPolicy.single_run(),
+        deps=[f"raw_postgres_{entity.name}", f"raw_landing_{entity.name}"],
+        description=(
+            f"{entity.name.replace('_', ' ').capitalize()}: the latest version of each {entity.key} changed on the "
+            "processing date, from PostgreSQL and the landing files, typed to the contract"
+            + (f"; {', '.join(entity.pii)} only as keyed pseudonyms (`*_hash`)." if entity.pii else ".")
+        ),
+        metadata={"dagster/column_schema": table_schema(model)},
+        check_specs=[
+            dg.AssetCheckSpec(
+                f"{name}_schema_check",
+                asset=name,
+                blocking=True,
+                description=f"The partition satisfies the Pandera model {model.__name__}.",
+            ),
+            dg.AssetCheckSpec(
+                f"{name}_quarantine_check",
+                asset=name,
+                description="No row had a required value missing or of the wrong type.",
+            ),
+        ],
+    )
+    def staging_asset(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
+        frames, quarantined, received = [], [], 0
+        for day in context.partition_keys:
+            staged, quarantine, count = stage_partition(lake, entity, day)
+            for column in entity.pii:
+                staged[f"{column}_hash"] = pseudonymizer.pseudonyms(staged.pop(column))
+            staged = staged[entity.staged_columns]
+            folder = ("commerce", "staging", name, f"processing_date={day}")
+            lake.replace_dir({"data.parquet": _arrow(staged)}, *folder)
+            lake.replace_dir({"data.parquet": _arrow(quarantine)}, "commerce", "quarantine", *folder[2:])
+            frames.append(staged)
+            quarantined.append(quarantine)
+            received += count
+        staged = pd.concat(frames, ignore_index=True)
+        quarantine = pd.concat(quarantined, ignore_index=True)
+        yield dg.MaterializeResult(
+            metadata={"dagster/row_count": len(staged), "versions_received": received, "quarantined": len(quarantine)}
+        )
+        result = schema_check_result(model, staged, asset_key=name, check_name=f"{name}_schema_check")
+        yield result
+        yield dg.AssetCheckResult(
+            check_name=f"{name}_quarantine_check",
+            passed=quarantine.empty,
+            metadata={
+                "quarantined": len(quarantine),
+                "sample": dg.MetadataValue.json(quarantine.head(5).astype(str).to_dict(orient="records")),
+            },
+        )
+
+    return staging_asset
+
+
+def _arrow(frame: pd.DataFrame):
+    import pyarrow
+
+    return pyarrow.Table.from_pandas(frame, preserve_index=False)
+
+
+staging_assets = [_staging_asset(entity) for entity in ENTITIES.values()]
