@@ -5,6 +5,7 @@ Loaded by `dagster dev` through workspace.yaml (python_file, working directory =
 """
 
 import dagster as dg
+from dagster_dbt import DbtCliResource
 
 from assets.clickstream import bronze as clickstream_bronze
 from assets.clickstream import gold as clickstream_gold
@@ -16,7 +17,17 @@ from assets.fraud import serving as fraud_serving
 from assets.loans import cleaned as loans_cleaned
 from assets.loans import features as loans_features
 from assets.loans import raw as loans_raw
-from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
+from assets.warehouse import dbt as warehouse_dbt
+from assets.warehouse import raw as warehouse_raw
+from assets.warehouse import staging as warehouse_staging
+from resources import (
+    KafkaResource,
+    LakeResource,
+    LandingResource,
+    PostgresResource,
+    PseudonymizerResource,
+    WarehouseResource,
+)
 from sensors.clickstream import (
     clickstream_daily_job,
     clickstream_ingest_job,
@@ -25,16 +36,26 @@ from sensors.clickstream import (
 )
 from sensors.fraud import FRAUD_JOBS, FRAUD_SENSORS
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
+from sensors.warehouse import commerce_warehouse_job, commerce_warehouse_schedule
 
 ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
 ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving]
+ASSET_MODULES += [warehouse_raw, warehouse_staging, warehouse_dbt]
 
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules(ASSET_MODULES),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
-    jobs=[clickstream_ingest_job, clickstream_daily_job, loans_batch_job, loans_stream_job, *FRAUD_JOBS],
+    jobs=[
+        clickstream_ingest_job,
+        clickstream_daily_job,
+        loans_batch_job,
+        loans_stream_job,
+        *FRAUD_JOBS,
+        commerce_warehouse_job,
+    ],
+    schedules=[commerce_warehouse_schedule],
     sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor]
     + FRAUD_SENSORS,
     resources={
@@ -42,6 +63,17 @@ defs = dg.Definitions(
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
         "warehouse": WarehouseResource(database=dg.EnvVar("DUCKDB_DATABASE")),
         "pseudonymizer": PseudonymizerResource(key=dg.EnvVar("PSEUDONYMIZATION_KEY")),
+        "postgres": PostgresResource(
+            host=dg.EnvVar("POSTGRES_HOST"),
+            port=dg.EnvVar.int("POSTGRES_PORT"),
+            database=dg.EnvVar("POSTGRES_DB"),
+            user=dg.EnvVar("POSTGRES_USER"),
+            password=dg.EnvVar("POSTGRES_PASSWORD"),
+        ),
+        "landing": LandingResource(root=dg.EnvVar("LANDING_ROOT")),
+        "dbt": DbtCliResource(
+            project_dir=warehouse_dbt.warehouse_dbt_project, dbt_executable=warehouse_dbt.DBT_EXECUTABLE
+        ),
     },
     # Runs execute in one process: a streaming micro-batch is a few steps, and a subprocess per step
     # would add seconds of start-up to every event's latency.

@@ -8,6 +8,13 @@ export DUCKDB_DATABASE=${DUCKDB_DATABASE:-$root/data/warehouse.duckdb}
 export DAGSTER_HOME=${DAGSTER_HOME:-$root/.local/dagster}
 # A development key only: production sets its own secret. Used for keyed hashes of personal data.
 export PSEUDONYMIZATION_KEY=${PSEUDONYMIZATION_KEY:-local-development-key-not-secret}
+# The commerce source database (platform/postgres.sh) and its landing folder input/<entity>/<date>/.
+export POSTGRES_HOST=${POSTGRES_HOST:-127.0.0.1}
+export POSTGRES_PORT=${POSTGRES_PORT:-5432}
+export POSTGRES_DB=${POSTGRES_DB:-commerce}
+export POSTGRES_USER=${POSTGRES_USER:-commerce}
+export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-commerce}
+export LANDING_ROOT=${LANDING_ROOT:-$root/data/input}
 mkdir -p "$DAGSTER_HOME" "$(dirname "$DUCKDB_DATABASE")"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] && cmp -s "$root/platform/dagster.yaml" "$DAGSTER_HOME/dagster.yaml" \
   || cp "$root/platform/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"
