@@ -1,6 +1,5 @@
 """Cleaned: applications typed and validated, in feature order, each with its `seq`; and the quarantine."""
 
-
 from dataclasses import dataclass
 
 import dagster as dg
@@ -90,9 +89,7 @@ def append_cleaned(lake: LakeResource) -> CleanedBatch:
         rows, malformed = message_rows(messages["payload"].tolist(), messages["offset"].tolist())
         cleaned, bad = clean(rows, topic)
         chunks.append(cleaned)
-        bad_chunks.append(
-            (f"{topic}-{first:012d}-{last:012d}", pd.concat([bad, quarantine_frame(topic, malformed)]))
-        )
+        bad_chunks.append((f"{topic}-{first:012d}-{last:012d}", pd.concat([bad, quarantine_frame(topic, malformed)])))
         received += len(messages)
         sources.append(f"{topic}@{first}-{last}")
         state["next_offset"] = last + 1
@@ -113,9 +110,7 @@ def append_cleaned(lake: LakeResource) -> CleanedBatch:
             )
     state["next_seq"] += len(cleaned)
     lake.write_json(state, CLEANED_DATASET, "_state.json")
-    quarantined = (
-        pd.concat([b for _, b in bad_chunks], ignore_index=True) if bad_chunks else quarantine_frame("", [])
-    )
+    quarantined = pd.concat([b for _, b in bad_chunks], ignore_index=True) if bad_chunks else quarantine_frame("", [])
     return CleanedBatch(cleaned[CLEANED_COLUMNS], quarantined[QUARANTINE_COLUMNS], received, sources)
 
 

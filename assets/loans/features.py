@@ -5,7 +5,6 @@ logic.py and ACTIVE_FEATURE_VERSION) shows the asset as changed and stale in the
 runs the backfill the version asks for. Older versions' rows stay where they were written.
 """
 
-
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
@@ -24,8 +23,7 @@ from resources import LakeResource, WarehouseResource
 
 REGISTRY_DATASET = "features/loan_feature_registry"
 COLUMN_DESCRIPTIONS = {
-    "seq": "The application's place in the feature order (application date, then arrival); joins "
-    "loan_applications.",
+    "seq": "The application's place in the feature order (application date, then arrival); joins loan_applications.",
     "application_date": "Application Date.",
     "risk_score": "Risk_Score of this application; null when missing or 0 in the source.",
     "risk_score_missing": "True if the row had no usable score: it carries the features of the rows before.",
@@ -84,9 +82,7 @@ def registry(lake: LakeResource, upto: int) -> pd.DataFrame:
         if v.version > upto:
             continue
         state = read_version_state(lake, v.version) or {}
-        stored = sum(
-            last - first + 1 for first, last, _ in seq_files(lake, FEATURES_DATASET, f"v{v.version}")
-        )
+        stored = sum(last - first + 1 for first, last, _ in seq_files(lake, FEATURES_DATASET, f"v{v.version}"))
         for column, logic in v.features.items():
             rows.append(
                 {
@@ -142,9 +138,7 @@ def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[d
             update = update_features(lake, version, recompute=config.recompute)
             with warehouse.connect() as conn:
                 views = publish_views(lake, conn)
-        context.log.info(
-            f"v{update.version}: {update.rows} rows from seq {update.first_seq} ({update.started})"
-        )
+        context.log.info(f"v{update.version}: {update.rows} rows from seq {update.first_seq} ({update.started})")
         state = read_version_state(lake, version.version) or {}
         return dg.MaterializeResult(
             metadata={
@@ -169,9 +163,7 @@ def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[d
     )
     def loan_feature_registry(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
         table = registry(lake, version.version)
-        lake.write_parquet(
-            pa.Table.from_pandas(table, preserve_index=False), REGISTRY_DATASET, "registry.parquet"
-        )
+        lake.write_parquet(pa.Table.from_pandas(table, preserve_index=False), REGISTRY_DATASET, "registry.parquet")
         with warehouse.connect() as conn:
             conn.register("registry", table)
             conn.execute("CREATE OR REPLACE TABLE loan_feature_registry AS SELECT * FROM registry")

@@ -84,13 +84,7 @@ def row(rng: random.Random, date: dt.date) -> list[str]:
     roll = rng.random()
     score = "" if roll < 0.04 else "0" if roll < 0.1 else str(int(rng.triangular(350, 850, 680)))
     roll = rng.random()
-    dti = (
-        "-1%"
-        if roll < 0.05
-        else f"{rng.uniform(1e3, 1e6):.2f}%"
-        if roll < 0.07
-        else f"{rng.uniform(0, 45):.2f}%"
-    )
+    dti = "-1%" if roll < 0.05 else f"{rng.uniform(1e3, 1e6):.2f}%" if roll < 0.07 else f"{rng.uniform(0, 45):.2f}%"
     dti = "10%" if rng.random() < 0.05 else dti
     title = rng.choice(TITLES) if rng.random() > 0.1 else ""
     return [
@@ -124,18 +118,14 @@ def to_message(fields: list[str]) -> bytes:
     return orjson.dumps(dict(zip(HEADER, fields, strict=True)))
 
 
-def produce(
-    bootstrap: str, rows: Iterator[list[str]], topic: str = TOPIC, rate: float = 0, namespace: str = ""
-) -> int:
+def produce(bootstrap: str, rows: Iterator[list[str]], topic: str = TOPIC, rate: float = 0, namespace: str = "") -> int:
     """Replay applications into Kafka, in order; `rate` caps messages per second (0: unthrottled)."""
     from resources import KafkaResource
 
     kafka = KafkaResource(bootstrap_servers=bootstrap, namespace=namespace)
     # One partition: the moving windows need one total arrival order.
     kafka.ensure_topic(kafka.topic(topic), partitions=1)
-    producer = kafka.producer(
-        linger_ms=5, acks="all", batch_size=256 * 1024, max_in_flight_requests_per_connection=1
-    )
+    producer = kafka.producer(linger_ms=5, acks="all", batch_size=256 * 1024, max_in_flight_requests_per_connection=1)
     started, sent = time.monotonic(), 0
     for fields in rows:
         producer.send(kafka.topic(topic), value=to_message(fields))
@@ -161,9 +151,7 @@ def _years(text: str) -> list[int]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--years", default="2007", help="a year or a range, e.g. 2008-2012")
     parser.add_argument("--per-year", type=int, default=5000, help="applications in 2007; later years grow")
     parser.add_argument("--out", type=Path, help="write one CSV per year into this folder")
@@ -178,9 +166,7 @@ def main() -> None:
     if args.out:
         for year in years:
             path = args.out / f"loan_applications_{year}.csv"
-            print(
-                f"wrote {write_csv(applications([year], args.per_year, args.seed + year), path)} rows: {path}"
-            )
+            print(f"wrote {write_csv(applications([year], args.per_year, args.seed + year), path)} rows: {path}")
 
 
 if __name__ == "__main__":

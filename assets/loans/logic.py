@@ -113,9 +113,7 @@ class FeatureVersion:
 FEATURE_VERSIONS = {
     v.version: v
     for v in [
-        FeatureVersion(
-            1, 1, {"RiskScoreMA50": "sma50"}, "2007-01-01", "RiskScoreMA50 = MA50 (seed task 1-2)"
-        ),
+        FeatureVersion(1, 1, {"RiskScoreMA50": "sma50"}, "2007-01-01", "RiskScoreMA50 = MA50 (seed task 1-2)"),
         FeatureVersion(
             2,
             2,

@@ -104,9 +104,7 @@ def _csv_line(row: list[str]) -> str:
     return out.getvalue()
 
 
-def message_rows(
-    payloads: list[bytes | None], offsets: list[int]
-) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
+def message_rows(payloads: list[bytes | None], offsets: list[int]) -> tuple[pd.DataFrame, list[tuple[int, str, str]]]:
     """Kafka messages (one JSON object per application, keys as in HEADER, values as in the file)."""
     rows, numbers, bad = [], [], []
     for offset, payload in zip(offsets, payloads, strict=True):
@@ -136,7 +134,7 @@ def _number(text: pd.Series, strip: str = "") -> pd.Series:
     cleaned = text.astype("string").str.strip().str.replace(",", "", regex=False)
     if strip:
         cleaned = cleaned.str.rstrip(strip)
-    return pd.to_numeric(cleaned, errors="coerce").astype("float64")
+    return pd.Series(pd.to_numeric(cleaned, errors="coerce"), index=text.index, dtype="float64")
 
 
 def clean(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -168,10 +166,7 @@ def clean(frame: pd.DataFrame, source: str) -> tuple[pd.DataFrame, pd.DataFrame]
     good = frame[ok]
     dti = _number(good["Debt-To-Income Ratio"], "%")
     employment = good["Employment Length"].astype("string").str.strip()
-    text = {
-        c: good[c].astype("string").str.strip().replace("", pd.NA)
-        for c in ("Loan Title", "Zip Code", "State")
-    }
+    text = {c: good[c].astype("string").str.strip().replace("", pd.NA) for c in ("Loan Title", "Zip Code", "State")}
     cleaned = pd.DataFrame(
         {
             "seq": pd.Series(-1, index=good.index, dtype="int64"),

@@ -1,6 +1,5 @@
 """Raw: applications exactly as they arrived, as batch files in the landing folder or Kafka messages."""
 
-
 import hashlib
 import os
 
@@ -62,9 +61,7 @@ class LoanIngestConfig(dg.Config):
     max_records_per_partition: int = 500_000
 
 
-@dg.asset(
-    group_name="loans_raw", kinds={"kafka", "parquet"}, metadata={"topic": TOPIC, "dataset": BRONZE_DATASET}
-)
+@dg.asset(group_name="loans_raw", kinds={"kafka", "parquet"}, metadata={"topic": TOPIC, "dataset": BRONZE_DATASET})
 def bronze_loan_applications(
     context: dg.AssetExecutionContext, config: LoanIngestConfig, kafka: KafkaResource, lake: LakeResource
 ) -> dg.MaterializeResult:

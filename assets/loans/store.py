@@ -146,9 +146,7 @@ def update_features(lake: LakeResource, version: FeatureVersion, recompute: bool
         folder,
         seq_file_name(next_seq, last),
     )
-    doc.update(
-        next_seq=last + 1, window=window.to_json(), updated_at=datetime.now(UTC).isoformat(timespec="seconds")
-    )
+    doc.update(next_seq=last + 1, window=window.to_json(), updated_at=datetime.now(UTC).isoformat(timespec="seconds"))
     lake.write_json(doc, FEATURES_DATASET, folder, "_state.json")
     return FeatureUpdate(version.version, next_seq, len(frame), started, frame)
 
@@ -166,8 +164,7 @@ def training_sql(lake: LakeResource, version: int) -> str:
     applications = str(lake.path(CLEANED_DATASET).resolve() / "seq-*.parquet")
     attrs = ", ".join(f"a.{c}" for c in APPLICATION_COLUMNS)
     return (
-        f"SELECT f.*, {attrs} FROM ({feature_sql(lake, version)}) f "
-        f"JOIN read_parquet('{applications}') a USING (seq)"
+        f"SELECT f.*, {attrs} FROM ({feature_sql(lake, version)}) f JOIN read_parquet('{applications}') a USING (seq)"
     )
 
 
@@ -175,9 +172,7 @@ def stored_versions(lake: LakeResource) -> list[int]:
     return [v for v in FEATURE_VERSIONS if seq_files(lake, FEATURES_DATASET, _version_dir(v))]
 
 
-def read_features(
-    lake: LakeResource, version: int, start: str | None = None, end: str | None = None
-) -> pd.DataFrame:
+def read_features(lake: LakeResource, version: int, start: str | None = None, end: str | None = None) -> pd.DataFrame:
     """Feature version `version` exactly as it was computed, in seq order, optionally for application dates
     in [start, end]. A version never computed reads as empty with its own columns."""
     if version not in stored_versions(lake):
@@ -190,16 +185,13 @@ def training_set(lake: LakeResource, version: int, start: str, end: str) -> pd.D
     the version's columns plus the application attributes, point-in-time correct by construction (each
     feature uses only applications that arrived before it). SQL: view `loan_training_set_v<N>`."""
     if version not in stored_versions(lake):
-        raise LookupError(
-            f"feature version {version} has no stored rows; materialize loan_risk_features at it"
-        )
+        raise LookupError(f"feature version {version} has no stored rows; materialize loan_risk_features at it")
     return _query(training_sql(lake, version), start, end)
 
 
 def _query(sql: str, start: str | None, end: str | None) -> pd.DataFrame:
     where = (
-        " WHERE application_date BETWEEN coalesce(?::DATE, DATE '0001-01-01')"
-        " AND coalesce(?::DATE, DATE '9999-12-31')"
+        " WHERE application_date BETWEEN coalesce(?::DATE, DATE '0001-01-01') AND coalesce(?::DATE, DATE '9999-12-31')"
     )
     with engine() as conn:
         return conn.execute(f"SELECT * FROM ({sql}){where} ORDER BY seq", [start, end]).df()
