@@ -1,0 +1,282 @@
+"""Fraud decision data benchmarks.
+
+    python -m bench.bench_fraud [--events 1000000] [--dimension-rows 100000] [--partition-events 200000]
+    python -m bench.bench_fraud --dagster-dev [--latency-events 40]   # adds the end-to-end latency run
+
+1. Enrichment: the decision dataset's as-of join (its production SQL, rules and SCD1 join included) of
+   `--events` events against a `--dimension-rows` SCD2 dimension, DuckDB on one thread and one core.
+2. A whole decision partition from bronze: JSON parsing, market rules, dedup, quarantine, enrichment.
+3. Lookup latency of `BuyerFeatureLookup.get` over the serving table built from (1).
+4. With --dagster-dev: seconds from an event produced to Kafka to its row in the decision dataset, with
+   `dagster dev` running the real sensors and jobs against a fresh broker.
+"""
+
+import argparse
+import datetime as dt
+import json
+import os
+import random
+import shutil
+import signal
+import statistics
+import subprocess
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from assets.fraud.common import CHANGES_TOPIC, DECISION_EVENTS, EVENTS_TOPIC, partition_dates_by
+from assets.fraud.decision import ENRICHED_SQL, build_decision_partition
+from assets.fraud.generator import checkout_event, generate_changes, generate_events, make_buyers, produce
+from assets.fraud.rules import load_rules
+from assets.fraud.serving import LATEST_FEATURES_SQL, BuyerFeatureLookup
+from assets.kafka_ingest import MESSAGE_SCHEMA
+from bench.common import ROOT, free_port, kafka_broker, peak_rss_mib, pin_to_one_core, report
+from resources import KafkaResource, LakeResource
+from resources.warehouse import engine
+
+VERSIONS_PER_BUYER = 4
+SYNTHETIC_SQL = """
+CREATE TABLE scd2 AS
+WITH v AS (
+    SELECT 'B' || (100000 + b) AS buyer_id, v + 1 AS version,
+        TIMESTAMPTZ '2026-01-01 00:00:00+00' + to_seconds((v * 3888000 + hash(b, v) % 3000000)::BIGINT) AS valid_from,
+        (hash(b, v, 1) % 1001)::INTEGER AS risk_score
+    FROM range($buyers) t(b), range($versions) s(v)
+)
+SELECT buyer_id, version,
+    ['AAA', 'AA', 'A', 'BBB', 'BB', 'B', 'CCC'][1 + (hash(buyer_id, version) % 7)::BIGINT] AS credit_rating,
+    (hash(buyer_id, version, 2) % 25000000) / 100.0 AS total_cost, risk_score,
+    CASE WHEN risk_score < 400 THEN 'low' WHEN risk_score < 700 THEN 'medium' ELSE 'high' END AS risk_level,
+    ['approved', 'pending', 'rejected'][1 + (hash(buyer_id, version, 3) % 3)::BIGINT] AS approval_status,
+    valid_from, lead(valid_from) OVER (PARTITION BY buyer_id ORDER BY valid_from) AS valid_to,
+    valid_to IS NULL AS is_current
+FROM v;
+CREATE TABLE scd1 AS SELECT buyer_id, md5(buyer_id || 'n') AS name_pseudonym, md5(buyer_id || 'e') AS email_pseudonym,
+    md5(buyer_id || 'c') AS contact_person_pseudonym, md5(buyer_id || 'a') AS address_pseudonym
+FROM scd2 WHERE is_current;
+CREATE TABLE silver AS
+SELECT md5(i::VARCHAR) AS event_id, md5(i::VARCHAR || 'd') AS delivery_id,
+    TIMESTAMPTZ '2026-01-02 00:00:00+00' + to_seconds((hash(i) % 15000000)::BIGINT) AS occurred_at,
+    DATE '2026-01-02' AS event_date, ['DE', 'AT', 'NL', 'FR', 'GB'][1 + (hash(i, 1) % 5)::BIGINT] AS market,
+    'B' || (100000 + hash(i, 2) % $buyers) AS buyer_id, 'M' || (1000 + hash(i, 3) % 400) AS merchant_id,
+    'O' || i AS order_id, 1 + (hash(i, 4) % 500000) / 100.0 AS order_amount, 'EUR' AS currency,
+    'invoice' AS payment_method, 30 AS payment_terms_days, 3 AS line_items, 'online' AS channel,
+    'fraud.checkout_risk_events' AS topic, (i % 3)::INTEGER AS "partition", i AS "offset",
+    TIMESTAMPTZ '2026-01-02 00:00:00+00' AS kafka_timestamp
+FROM range($events) t(i);
+"""
+
+
+ASOF_ONLY_SQL = """
+SELECT count(d.version) FROM silver s
+ASOF LEFT JOIN scd2 d ON s.buyer_id = d.buyer_id AND s.occurred_at >= d.valid_from
+"""
+ASOF_ATTRIBUTES_SQL = """
+SELECT s.event_id, d.version, d.valid_from, d.credit_rating, d.total_cost, d.risk_score, d.risk_level,
+    d.approval_status
+FROM silver s ASOF LEFT JOIN scd2 d ON s.buyer_id = d.buyer_id AND s.occurred_at >= d.valid_from
+"""
+
+
+def enrichment(events: int, dimension_rows: int):
+    """Seconds (best of 3) for the as-of enrichment of `events` against `dimension_rows` versions: the
+    join alone, the join delivering the SCD2 attributes, and the production SQL delivering whole rows."""
+    conn = engine()
+    conn.execute("SET threads = 1")
+    buyers = dimension_rows // VERSIONS_PER_BUYER
+    sql = SYNTHETIC_SQL.replace("$buyers", str(buyers)).replace("$versions", str(VERSIONS_PER_BUYER))
+    conn.execute(sql.replace("$events", str(events)))
+    for name, table in load_rules().tables().items():
+        conn.register(name, table)
+    rows = []
+    for label, query, fetch in (
+        ("ASOF JOIN alone (count of matched versions)", ASOF_ONLY_SQL, lambda r: r.fetchall()),
+        ("ASOF JOIN -> SCD2 attributes per event, to Arrow", ASOF_ATTRIBUTES_SQL, lambda r: r.to_arrow_table()),
+        ("production enrichment SQL (all columns + SCD1 + rules), to Arrow", ENRICHED_SQL,
+         lambda r: r.to_arrow_table()),
+    ):
+        runs = []
+        for _ in range(3):
+            started = time.perf_counter()
+            fetch(conn.execute(query, ["bench"] if "?" in query else []))
+            runs.append(time.perf_counter() - started)
+        rows.append({"step": f"{label}, {events:,} x {dimension_rows:,}", "seconds": min(runs),
+                     "median_s": statistics.median(runs), "rows_per_s": events / min(runs)})
+    conn.execute(f"CREATE TABLE enriched AS {ENRICHED_SQL}", ["bench"])
+    matched = conn.execute("SELECT count(*) FILTER (buyer_version IS NOT NULL) FROM enriched").fetchone()[0]
+    rows[0]["note"] = f"{matched:,} events matched a version"
+    return rows, conn
+
+
+def partition_build(events: int) -> dict:
+    """Seconds for one decision partition built from `events` bronze messages (parse, validate, dedup,
+    quarantine, enrich), with a real SCD2 dimension of 5,000 buyers."""
+    day = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
+    buyers = make_buyers(5000, seed=2)
+    with tempfile.TemporaryDirectory(prefix="bench-fraud-") as root:
+        lake = LakeResource(root=root)
+        now = dt.datetime.now(dt.UTC)
+        from assets.fraud.dimensions import build_dimensions  # the production dimension build
+        from resources import PseudonymizerResource
+
+        def bronze(messages, dataset):
+            values = [v for _, v, *_ in messages]
+            table = pa.table({"topic": ["t"] * len(values), "partition": [0] * len(values),
+                              "offset": list(range(len(values))), "kafka_timestamp": [now] * len(values),
+                              "key": [None] * len(values), "payload": values}, schema=MESSAGE_SCHEMA)
+            field = "changed_at" if "changes" in dataset else "occurred_at"
+            dated = partition_dates_by(field)(table)
+            lake.write_parquet(dated, dataset, "event_date=x", "data.parquet")
+
+        bronze(generate_changes(buyers, start=day, span=dt.timedelta(hours=20), seed=2), "bronze/fraud_buyer_changes")
+        dims = build_dimensions(lake, PseudonymizerResource(key="bench"))
+        lake.write_parquet(dims.scd2, "silver/fraud_buyer_scd2", "data.parquet")
+        lake.write_parquet(dims.scd1, "silver/fraud_buyer_scd1", "data.parquet")
+        bronze(generate_events(events, buyers, start=day, span=dt.timedelta(hours=20), seed=2, now=now),
+               "bronze/fraud_checkout_risk_events")
+        shutil.move(lake.path("bronze/fraud_checkout_risk_events/event_date=x"),
+                    lake.path(f"bronze/fraud_checkout_risk_events/event_date={day.date()}"))
+        started = time.perf_counter()
+        build = build_decision_partition(lake, load_rules(), day.date().isoformat())
+        seconds = time.perf_counter() - started
+    return {"step": f"decision partition from bronze, {events:,} messages", "seconds": seconds,
+            "rows_per_s": events / seconds,
+            "note": f"{build.decision.num_rows:,} decisions, {build.duplicates:,} duplicates, "
+                    f"{build.quarantine.num_rows:,} quarantined; SCD2 {dims.scd2.num_rows:,} rows"}
+
+
+def lookups(conn, count: int = 200_000) -> list[dict]:
+    """Latency of the serving lookup over the serving table built from the enriched events."""
+    conn.execute("CREATE OR REPLACE VIEW decision AS SELECT * FROM enriched WHERE buyer_version IS NOT NULL")
+    table = conn.execute(LATEST_FEATURES_SQL, {"as_of": dt.datetime(2026, 7, 1, tzinfo=dt.UTC)}).to_arrow_table()
+    with tempfile.TemporaryDirectory(prefix="bench-serving-") as root:
+        path = Path(root) / "gold" / "fraud_buyer_latest_features" / "data.parquet"
+        path.parent.mkdir(parents=True)
+        pq.write_table(table, path)
+        lookup = BuyerFeatureLookup(root)
+        started = time.perf_counter()
+        lookup.get("warm-up")
+        load_s = time.perf_counter() - started
+        keys = table["buyer_id"].to_pylist()
+        rng = random.Random(1)
+        timings = []
+        for _ in range(count):
+            key = rng.choice(keys)
+            started = time.perf_counter()
+            lookup.get(key)
+            timings.append(time.perf_counter() - started)
+    timings.sort()
+    return [{"step": f"serving table load ({table.num_rows:,} buyers)", "seconds": load_s},
+            {"step": f"lookup p50 over {count:,} gets", "seconds": timings[len(timings) // 2],
+             "note": f"{timings[len(timings) // 2] * 1e6:.1f} us"},
+            {"step": "lookup p99", "seconds": timings[int(len(timings) * 0.99)],
+             "note": f"{timings[int(len(timings) * 0.99)] * 1e6:.1f} us"}]
+
+
+def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
+    """Produce `count` events `interval_s` apart while `dagster dev` runs the sensors; seconds from each
+    acknowledged produce to the first moment its row is readable in the decision dataset."""
+    with kafka_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-dagster-") as root:
+        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LAKE_ROOT": f"{root}/lake",
+               "DUCKDB_DATABASE": f"{root}/warehouse.duckdb", "DAGSTER_HOME": f"{root}/dagster",
+               "PSEUDONYMIZATION_KEY": "bench-key"}
+        Path(env["DAGSTER_HOME"]).mkdir()
+        shutil.copy(ROOT / "platform" / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
+        kafka, lake = KafkaResource(bootstrap_servers=bootstrap), LakeResource(root=env["LAKE_ROOT"])
+        for topic in (CHANGES_TOPIC, EVENTS_TOPIC):
+            kafka.ensure_topic(topic, 3)
+        port = free_port()
+        log = open(Path(root) / "dagster.log", "w")  # noqa: SIM115 - closed with the process below
+        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml",
+                                   "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env, stdout=log,
+                                  stderr=subprocess.STDOUT, start_new_session=True)
+        try:
+            _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2), 180, "dagster dev")
+            now = dt.datetime.now(dt.UTC)
+            buyers = make_buyers(200, seed=4)
+            produce(kafka, CHANGES_TOPIC, generate_changes(buyers, start=now - dt.timedelta(hours=1),
+                                                           span=dt.timedelta(minutes=30), seed=4))
+            _wait(lambda: lake.path("silver/fraud_buyer_scd2/data.parquet").stat(), 180, "the buyer dimensions")
+            time.sleep(20)  # let the dimension-triggered date runs finish: measure the steady state
+            producer = kafka.producer(acks="all", linger_ms=0)
+            rng, produced = random.Random(5), {}
+            for _ in range(count):
+                buyer = rng.choice(buyers)
+                doc = checkout_event(rng, buyer, dt.datetime.now(dt.UTC))
+                producer.send(EVENTS_TOPIC, key=buyer.buyer_id.encode(), value=json.dumps(doc).encode()).get(10)
+                produced[doc["event_id"]] = time.time()
+                time.sleep(interval_s)
+            producer.close()
+            seen: dict[str, float] = {}
+            deadline = time.time() + 120
+            while len(seen) < len(produced) and time.time() < deadline:
+                for path in lake.files(DECISION_EVENTS, pattern="*/*.parquet"):
+                    try:
+                        ids = pq.read_table(path, columns=["event_id"])["event_id"].to_pylist()
+                    except (OSError, pa.ArrowInvalid):
+                        continue  # replaced while being read: read it on the next pass
+                    for event_id in ids:
+                        if event_id in produced and event_id not in seen:
+                            seen[event_id] = time.time()
+                time.sleep(0.2)
+        finally:
+            os.killpg(server.pid, signal.SIGTERM)
+            try:
+                server.wait(60)
+            except subprocess.TimeoutExpired:
+                os.killpg(server.pid, signal.SIGKILL)
+            log.close()
+    latencies = sorted(seen[e] - produced[e] for e in seen)
+    if not latencies:
+        return [{"step": "dagster dev: produce -> decision row", "note": "no event arrived within 120 s"}]
+    pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
+    note = f"{len(latencies)}/{count} events seen, one every {interval_s} s"
+    return [{"step": "dagster dev: produce -> decision row, p50", "seconds": pick(0.5), "note": note},
+            {"step": "dagster dev: produce -> decision row, p95", "seconds": pick(0.95)},
+            {"step": "dagster dev: produce -> decision row, max", "seconds": latencies[-1]}]
+
+
+def _wait(probe, timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            probe()
+            return
+        except Exception:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{what} not ready within {timeout_s:.0f}s") from None
+            time.sleep(0.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--dimension-rows", type=int, default=100_000)
+    parser.add_argument("--partition-events", type=int, default=200_000)
+    parser.add_argument("--dagster-dev", action="store_true", help="also measure end-to-end latency")
+    parser.add_argument("--latency-events", type=int, default=40)
+    parser.add_argument("--latency-interval", type=float, default=0.75)
+    args, _ = parser.parse_known_args()  # `python -m bench` passes every benchmark's flags to all
+    rows = []
+    if args.dagster_dev:  # before pinning: dagster dev and the broker get both cores, as in production
+        rows += dagster_dev_latency(args.latency_events, args.latency_interval)
+    pin_to_one_core()
+    enrichment_rows, conn = enrichment(args.events, args.dimension_rows)
+    rows += enrichment_rows
+    rows += lookups(conn)
+    conn.close()
+    rows.append(partition_build(args.partition_events))
+    rows.append({"step": "peak memory (MiB)", "seconds": None, "note": f"{peak_rss_mib():.0f}"})
+    report("fraud", {"events": args.events, "dimension_rows": args.dimension_rows,
+                     "versions_per_buyer": VERSIONS_PER_BUYER, "partition_events": args.partition_events,
+                     "latency_events": args.latency_events if args.dagster_dev else None,
+                     "targets": {"enrichment_s": 1.0, "latency_p95_s": 10.0},
+                     "load_average_at_end": os.getloadavg()}, rows)
+
+
+if __name__ == "__main__":
+    main()
