@@ -29,6 +29,17 @@ if [[ ! -f $LAKE_ROOT/landing/loan_applications/loan_applications_2007.csv ]]; t
   $py -m assets.loans.generator --years 2008-2012 --per-year "${DEMO_LOANS:-2000}" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS"
 fi
 # --- end of loans --------------------------------------------------------------------------------
+# --- Fraud decision data (seed 000; assets/fraud) --------------------------------------------------
+# Buyer master-data changes and checkout risk events (with duplicates, retries and irregular values)
+# into Kafka; the fraud sensors build the dimensions, the decision dataset and the serving table.
+# Only on the first demo run: a replay re-sends the same event ids, which the pipeline would dedupe.
+#   DEMO_FRAUD_EVENTS   checkout risk events (default 20000), DEMO_FRAUD_BUYERS buyers (default 2000)
+if [[ ! -f .local/demo-fraud.done ]]; then
+  echo "[demo] fraud: producing buyer changes and ${DEMO_FRAUD_EVENTS:-20000} checkout risk events into Kafka"
+  $py -m assets.fraud.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --events "${DEMO_FRAUD_EVENTS:-20000}" \
+      --buyers "${DEMO_FRAUD_BUYERS:-2000}" && touch .local/demo-fraud.done
+fi
+# --- end of fraud --------------------------------------------------------------------------------
 
 echo "[demo] starting Dagster on http://127.0.0.1:3000 (Ctrl-C stops it; 'make stop' stops Kafka)"
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
