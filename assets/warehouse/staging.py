@@ -23,24 +23,30 @@ class _Lineage(pa.DataFrameModel):
 
 
 class StgShop(_Lineage):
-    shop_id: Series[int] = pa.Field(gt=0, unique=True)
+    shop_id: Series[int] = pa.Field(gt=0)
     shop_name: Series[str] = pa.Field(nullable=True)
     city: Series[str]
     country: Series[str] = pa.Field(str_length={"min_value": 2, "max_value": 2})
     channel: Series[str] = pa.Field(nullable=True)
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
 
+    class Config:
+        unique = ["shop_id", "processing_date"]  # one version per key and date
+
 
 class StgProduct(_Lineage):
-    product_id: Series[int] = pa.Field(gt=0, unique=True)
+    product_id: Series[int] = pa.Field(gt=0)
     product_name: Series[str] = pa.Field(nullable=True)
     category: Series[str] = pa.Field(nullable=True)
     price: Series[float] = pa.Field(ge=0)
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
 
+    class Config:
+        unique = ["product_id", "processing_date"]  # one version per key and date
+
 
 class StgCustomer(_Lineage):
-    customer_id: Series[int] = pa.Field(gt=0, unique=True)
+    customer_id: Series[int] = pa.Field(gt=0)
     first_name_hash: Series[str] = pa.Field(**_HASH)
     last_name_hash: Series[str] = pa.Field(**_HASH)
     email_hash: Series[str] = pa.Field(**_HASH)
@@ -52,9 +58,12 @@ class StgCustomer(_Lineage):
     created_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, **_TS)
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
 
+    class Config:
+        unique = ["customer_id", "processing_date"]  # one version per key and date
+
 
 class StgOrder(_Lineage):
-    order_id: Series[int] = pa.Field(gt=0, unique=True)
+    order_id: Series[int] = pa.Field(gt=0)
     customer_id: Series[int] = pa.Field(gt=0)
     shop_id: Series[int] = pa.Field(gt=0)
     status: Series[str] = pa.Field(isin=["placed", "shipped", "delivered", "cancelled"], nullable=True)
@@ -64,14 +73,20 @@ class StgOrder(_Lineage):
     cancelled_at: Series[pd.DatetimeTZDtype] = pa.Field(nullable=True, **_TS)
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
 
+    class Config:
+        unique = ["order_id", "processing_date"]  # one version per key and date
+
 
 class StgOrderPosition(_Lineage):
-    position_id: Series[int] = pa.Field(gt=0, unique=True)
+    position_id: Series[int] = pa.Field(gt=0)
     order_id: Series[int] = pa.Field(gt=0)
     product_id: Series[int] = pa.Field(gt=0)
     quantity: Series[int] = pa.Field(gt=0)
     price: Series[float] = pa.Field(ge=0)
     updated_at: Series[pd.DatetimeTZDtype] = pa.Field(**_TS)
+
+    class Config:
+        unique = ["position_id", "processing_date"]  # one version per key and date
 
 
 MODELS: dict[str, type[pa.DataFrameModel]] = {
