@@ -33,6 +33,7 @@ backfill: install
 
 stop:
 	platform/kafka.sh stop
+	platform/postgres.sh stop
 
 clean: stop
 	rm -rf data .local

@@ -13,6 +13,21 @@ def table_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
     )
 
 
+def validate_schema(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> tuple[bool, dict]:
+    """Validate `frame` with `model`: whether it passed, and check metadata (failure count, a sample of
+    failing rows)."""
+    try:
+        model.validate(frame, lazy=True)
+        return True, {"failures": 0, "rows": len(frame)}
+    except pa.errors.SchemaErrors as errors:
+        cases = errors.failure_cases
+        return False, {
+            "failures": len(cases),
+            "rows": len(frame),
+            "failing_rows_sample": dg.MetadataValue.json(cases.head(10).astype(str).to_dict(orient="records")),
+        }
+
+
 def schema_check_result(
     model: type[pa.DataFrameModel],
     frame: pd.DataFrame,
@@ -21,25 +36,11 @@ def schema_check_result(
     check_name: str,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
 ) -> dg.AssetCheckResult:
-    """Validate `frame` with `model`; the result carries the failure count and a sample of failing rows."""
-    try:
-        model.validate(frame, lazy=True)
-        return dg.AssetCheckResult(
-            asset_key=asset_key, check_name=check_name, passed=True, metadata={"failures": 0, "rows": len(frame)}
-        )
-    except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases
-        return dg.AssetCheckResult(
-            asset_key=asset_key,
-            check_name=check_name,
-            passed=False,
-            severity=severity,
-            metadata={
-                "failures": len(cases),
-                "rows": len(frame),
-                "failing_rows_sample": dg.MetadataValue.json(cases.head(10).astype(str).to_dict(orient="records")),
-            },
-        )
+    """`validate_schema` as the result of the check `check_name` on `asset_key`."""
+    passed, metadata = validate_schema(model, frame)
+    return dg.AssetCheckResult(
+        asset_key=asset_key, check_name=check_name, passed=passed, severity=severity, metadata=metadata
+    )
 
 
 def to_arrow(frame: pd.DataFrame, date_columns: tuple[str, ...] = ("event_date",)) -> pyarrow.Table:

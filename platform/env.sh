@@ -1,6 +1,8 @@
 # Local defaults for every setting the platform reads from the environment. Source it; anything
 # already set in the environment wins, so the same code runs against other endpoints by configuration.
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+# The project's tools (dagster, dbt) come from its virtual environment.
+export PATH="$root/.venv/bin:$PATH"
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
 export LAKE_ROOT=${LAKE_ROOT:-$root/data/lake}

@@ -1,77 +1,162 @@
-"""The lake: bronze, silver, quarantine and gold files under one root (LAKE_ROOT, local disk by default)."""
+"""The lake: bronze, silver, quarantine and gold files under one root (LAKE_ROOT): a local folder by
+default, or `s3://bucket/prefix` on S3 or any S3-compatible server (through dagster-aws)."""
 
-from __future__ import annotations
-
+import functools
+import io
 import json
 import os
 import shutil
+import time
 import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
+from dagster_aws.s3 import S3Resource
+
+# Temporary files of interrupted local writes are removed once they are this old (seconds): a live
+# writer never takes that long, and a crashed one never comes back for them.
+STALE_TMP_SECONDS = 3600
 
 
 class LakeResource(ConfigurableResource):
-    """Files under `root`. Every write is atomic (temporary file, then rename), so readers never see
-    a partial file, and every name is deterministic, so rewriting the same data replaces it."""
+    """Files under `root`. Every write is atomic (a local temporary file renamed into place, or one S3
+    PUT), so readers never see a partial file; names are deterministic, so rewriting replaces.
+
+    On S3, credentials and region come from the standard AWS environment (AWS_ACCESS_KEY_ID, ...);
+    `s3_endpoint_url` (or AWS_ENDPOINT_URL_S3) points at an S3-compatible server."""
 
     root: str = "data/lake"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+
+    # -- where things are -------------------------------------------------------------------------
+    @property
+    def is_s3(self) -> bool:
+        return self.root.startswith("s3://")
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p.strip("/") for p in parts if p)
+
+    def uri(self, *parts: str) -> str:
+        return f"{self.root.rstrip('/')}/{self._key(*parts)}" if self.is_s3 else str(self.path(*parts))
 
     def path(self, *parts: str) -> Path:
+        """The local path of `parts` (local lakes only: on S3 use the object methods)."""
+        if self.is_s3:
+            raise ValueError(f"{self.root} is on S3: local paths are not available; use read_dataset/list_keys")
         return Path(self.root).joinpath(*parts)
 
-    def _tmp(self) -> Path:
-        # Temporary files live outside every dataset folder, so no glob over a dataset ever sees them.
-        tmp = self.path("_tmp")
-        tmp.mkdir(parents=True, exist_ok=True)
-        return tmp / f"{uuid.uuid4().hex}.part"
+    def files(self, *parts: str, pattern: str = "*.parquet") -> list[Path]:
+        folder = self.path(*parts)
+        return sorted(folder.glob(pattern)) if folder.exists() else []
 
-    def write_parquet(self, table: pa.Table, *parts: str) -> Path:
+    # -- bytes --------------------------------------------------------------------------------------
+    def put(self, data: bytes, *parts: str) -> str:
+        if self.is_s3:
+            bucket, key = self._s3_location(*parts)
+            self._client().put_object(Bucket=bucket, Key=key, Body=data)
+            return self.uri(*parts)
         target = self.path(*parts)
         target.parent.mkdir(parents=True, exist_ok=True)
         tmp = self._tmp()
-        pq.write_table(table, tmp, compression="zstd")
-        _fsync(tmp)
+        with open(tmp, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
         os.replace(tmp, target)
-        return target
+        return str(target)
 
-    def write_json(self, value: object, *parts: str) -> None:
+    def get(self, *parts: str) -> bytes | None:
+        if self.is_s3:
+            bucket, key = self._s3_location(*parts)
+            try:
+                return self._client().get_object(Bucket=bucket, Key=key)["Body"].read()
+            except self._client().exceptions.NoSuchKey:
+                return None
         target = self.path(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp()
-        tmp.write_text(json.dumps(value, sort_keys=True))
-        _fsync(tmp)
-        os.replace(tmp, target)
+        return target.read_bytes() if target.exists() else None
 
-    def read_json(self, *parts: str) -> object | None:
-        target = self.path(*parts)
-        return json.loads(target.read_text()) if target.exists() else None
+    def list_keys(self, *parts: str, suffix: str = ".parquet") -> list[str]:
+        """Keys (relative to `parts`) of every object under the folder `parts`, recursively, sorted."""
+        if self.is_s3:
+            bucket, prefix = self._s3_location(*parts)
+            prefix = prefix.rstrip("/") + "/"
+            keys = []
+            for page in self._client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+                keys += [o["Key"][len(prefix) :] for o in page.get("Contents", []) if o["Key"].endswith(suffix)]
+            return sorted(keys)
+        folder = self.path(*parts)
+        if not folder.exists():
+            return []
+        return sorted(str(p.relative_to(folder)) for p in folder.rglob(f"*{suffix}") if "_tmp" not in p.parts)
 
     def delete(self, *parts: str) -> None:
+        """Delete one object, or everything under a folder."""
+        if self.is_s3:
+            bucket, key = self._s3_location(*parts)
+            client = self._client()
+            client.delete_object(Bucket=bucket, Key=key)
+            for name in self.list_keys(*parts, suffix=""):
+                client.delete_object(Bucket=bucket, Key=f"{key.rstrip('/')}/{name}")
+            return
         target = self.path(*parts)
         if target.is_dir():
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
 
+    # -- tables and documents -------------------------------------------------------------------------
+    def write_parquet(self, table: pa.Table, *parts: str) -> str:
+        buffer = io.BytesIO()
+        pq.write_table(table, buffer, compression="zstd")
+        return self.put(buffer.getvalue(), *parts)
+
+    def read_dataset(self, *parts: str) -> pa.Table | None:
+        """Every Parquet file under the folder `parts` as one table (None when there is none)."""
+        keys = self.list_keys(*parts)
+        if not keys:
+            return None
+        if self.is_s3:
+            tables = [pq.read_table(io.BytesIO(self.get(*parts, k) or b"")) for k in keys]
+        else:
+            tables = [pq.read_table(self.path(*parts, k)) for k in keys]
+        return pa.concat_tables(tables, promote_options="default")
+
+    def write_json(self, value: object, *parts: str) -> None:
+        self.put(json.dumps(value, sort_keys=True).encode(), *parts)
+
+    def read_json(self, *parts: str) -> object | None:
+        data = self.get(*parts)
+        return json.loads(data) if data is not None else None
+
     def replace_dir(self, files: dict[str, pa.Table], *parts: str) -> None:
-        """Make the folder `parts` hold exactly `files` (name -> table): new files first, then the
-        files that are no longer part of it are removed."""
-        folder = self.path(*parts)
+        """Make the folder `parts` hold exactly `files` (name -> table): the new files are written
+        first, then files that are no longer part of it are removed."""
         for name, table in files.items():
             self.write_parquet(table, *parts, name)
-        if folder.exists():
-            for stale in folder.iterdir():
-                if stale.name not in files:
-                    stale.unlink()
+        for stale in set(self.list_keys(*parts, suffix="")) - set(files):
+            self.delete(*parts, stale)
 
-    def files(self, *parts: str, pattern: str = "*.parquet") -> list[Path]:
-        folder = self.path(*parts)
-        return sorted(folder.glob(pattern)) if folder.exists() else []
+    # -- internals ------------------------------------------------------------------------------------
+    def _s3_location(self, *parts: str) -> tuple[str, str]:
+        bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
+        return bucket, self._key(prefix, *parts)
+
+    def _client(self):
+        return _s3_client(self.s3_endpoint_url, self.s3_region)
+
+    def _tmp(self) -> Path:
+        # Temporary files live outside every dataset folder, so no reader of a dataset sees them.
+        tmp = Path(self.root) / "_tmp"
+        tmp.mkdir(parents=True, exist_ok=True)
+        for stale in tmp.iterdir():
+            if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
+                stale.unlink(missing_ok=True)
+        return tmp / f"{uuid.uuid4().hex}.part"
 
 
-def _fsync(path: Path) -> None:
-    with open(path, "rb") as handle:
-        os.fsync(handle.fileno())
+@functools.cache
+def _s3_client(endpoint_url: str | None, region: str | None):
+    return S3Resource(endpoint_url=endpoint_url, region_name=region).get_client()

@@ -26,9 +26,16 @@ clickstream_kafka_sensor = kafka_ingest_sensor(
     asset_name="bronze_clickstream_events",
 )
 
+clickstream_gold_job = dg.define_asset_job(
+    "clickstream_gold_job",
+    selection=dg.AssetSelection.groups("clickstream_gold")
+    | dg.AssetSelection.checks_for_assets("silver_clickstream_events", "quarantine_clickstream_events"),
+    description="Check the silver dates the ingest run refreshed (blocking), then rebuild their gold.",
+)
+
 clickstream_partitions_sensor = bronze_partitions_sensor(
     name="clickstream_partitions_sensor",
     bronze_asset="bronze_clickstream_events",
-    job=clickstream_daily_job,
+    job=clickstream_gold_job,
     partitions_def=clickstream_daily_partitions,
 )

@@ -56,9 +56,21 @@ def run_date(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.Exe
     )
 
 
+def run_gold(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.ExecuteInProcessResult:
+    """What the partitions sensor's run does: silver checks (blocking), then gold, for one date."""
+    return dg.materialize(
+        [*ASSETS, *CHECKS],
+        selection=dg.AssetSelection.groups("clickstream_gold")
+        | dg.AssetSelection.checks_for_assets("silver_clickstream_events", "quarantine_clickstream_events"),
+        partition_key=date,
+        resources=resources,
+        instance=instance,
+    )
+
+
 def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | None = None) -> list[str]:
-    """One Kafka sensor tick, its ingest run, then one partitions-sensor tick and its date runs.
-    Returns the dates rebuilt."""
+    """One Kafka sensor tick and its ingest run (bronze, then silver for the touched dates), then one
+    partitions-sensor tick and its runs (silver checks and gold per date). Returns the dates."""
     result, _ = tick(clickstream_kafka_sensor, instance, resources)
     assert isinstance(result, dg.SensorResult), result
     for request in result.run_requests or []:
@@ -66,7 +78,7 @@ def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | No
     result, _ = tick(clickstream_partitions_sensor, instance, resources, cursor)
     dates = [r.partition_key for r in result.run_requests or []] if isinstance(result, dg.SensorResult) else []
     for date in dates:
-        assert run_date(instance, resources, date).success
+        assert run_gold(instance, resources, date).success
     return dates
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -37,6 +38,7 @@ def test_dagster_dev_sensor_materializes_events_as_they_arrive(kafka_broker, tmp
     port = free_port()
     env = {
         **os.environ,
+        "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",  # dbt beside this interpreter
         "DAGSTER_HOME": str(home),
         "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
         "LAKE_ROOT": str(lake),

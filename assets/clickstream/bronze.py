@@ -6,6 +6,13 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
+from assets.clickstream.silver import (
+    SILVER_WRITER_POOL,
+    clickstream_daily_partitions,
+    quarantine_metadata,
+    silver_metadata,
+    write_silver_partitions,
+)
 from assets.kafka_ingest import ingest
 from assets.pandera_checks import schema_check_result
 from resources import KafkaResource, LakeResource
@@ -44,6 +51,7 @@ class ClickstreamIngestConfig(dg.Config):
         )
     ],
     metadata={"topic": TOPIC, "consumer_group": CONSUMER_GROUP, "dataset": BRONZE_DATASET},
+    pool=SILVER_WRITER_POOL,
 )
 def bronze_clickstream_events(
     context: dg.AssetExecutionContext, config: ClickstreamIngestConfig, kafka: KafkaResource, lake: LakeResource
@@ -51,7 +59,10 @@ def bronze_clickstream_events(
     """The raw clickstream: each message of Kafka topic `clickstream.events` with its key, topic,
     partition, offset and broker timestamp, kept forever. Files are named after their offset range
     and filed under the date partition the message belongs to, so any silver date can be rebuilt from
-    here. Offsets are committed only after the files are durable."""
+    here. Offsets are committed only after the files are durable.
+
+    For freshness, the same run then rebuilds the silver and quarantine dates it touched and records
+    them as materializations of those partitions; gold and the silver checks follow in a run per date."""
     result = ingest(
         kafka,
         lake,
@@ -63,6 +74,18 @@ def bronze_clickstream_events(
         max_records_per_partition=config.max_records_per_partition,
         on_progress=context.log.info,
     )
+    known = set(clickstream_daily_partitions.get_partition_keys())
+    for event_date, build in write_silver_partitions(
+        lake, sorted(set(result.rows_by_date) & known), context.log
+    ).items():
+        context.log_event(
+            dg.AssetMaterialization("silver_clickstream_events", partition=event_date, metadata=silver_metadata(build))
+        )
+        context.log_event(
+            dg.AssetMaterialization(
+                "quarantine_clickstream_events", partition=event_date, metadata=quarantine_metadata(build)
+            )
+        )
     yield dg.MaterializeResult(
         metadata={
             "dagster/row_count": result.records,

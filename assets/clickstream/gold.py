@@ -6,7 +6,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from assets.clickstream.parsing import SILVER_DATASET
-from assets.clickstream.silver import clickstream_daily_partitions
+from assets.clickstream.silver import SILVER_COLUMNS, clickstream_daily_partitions
 from assets.pandera_checks import schema_check_result, table_schema, to_arrow
 from resources import LakeResource, WarehouseResource
 from resources.warehouse import engine
@@ -69,12 +69,6 @@ SELECT "SKU", product_name, viewers, clickers, purchasers,
 FROM counts JOIN names USING ("SKU") ORDER BY "SKU"
 """
 
-VIEWS = {
-    "silver_clickstream_events": SILVER_DATASET,
-    "gold_clickstream_daily_metrics": DAILY_METRICS_DATASET,
-    "gold_clickstream_product_funnel": PRODUCT_FUNNEL_DATASET,
-}
-
 
 def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
@@ -115,9 +109,9 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
     """Recompute the run's dates of gold from silver and publish them as DuckDB views."""
     outputs: dict[str, list[pd.DataFrame]] = {DAILY_METRICS_DATASET: [], PRODUCT_FUNNEL_DATASET: []}
     for event_date in context.partition_keys:
-        files = [str(f) for f in lake.files(SILVER_DATASET, f"event_date={event_date}")]
+        silver = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
         with engine() as conn:
-            conn.execute(f"CREATE VIEW silver AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+            conn.register("silver", silver if silver is not None else to_arrow(pd.DataFrame(columns=SILVER_COLUMNS)))
             metrics = conn.execute(DAILY_METRICS_SQL).df()
             funnel = conn.execute(PRODUCT_FUNNEL_SQL).df()
         funnel.insert(0, "event_date", event_date)
@@ -131,18 +125,29 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
         frame = pd.concat(outputs[dataset], ignore_index=True)
         yield dg.MaterializeResult(
             asset_key=asset,
-            metadata={"dagster/row_count": len(frame), "preview": dg.MetadataValue.md(frame.head(10).to_markdown() or "")},
+            metadata={
+                "dagster/row_count": len(frame),
+                "preview": dg.MetadataValue.md(frame.head(10).to_markdown() or ""),
+            },
         )
         yield schema_check_result(model, frame, asset_key=asset, check_name=check)
-    publish_views(warehouse, lake, VIEWS)
+    publish(warehouse, lake, {name: pd.concat(frames, ignore_index=True) for name, frames in outputs.items()})
 
 
-def publish_views(warehouse: WarehouseResource, lake: LakeResource, views: dict[str, str]) -> None:
-    """Expose lake datasets as views in the DuckDB file, so analysts query them by name."""
+def publish(warehouse: WarehouseResource, lake: LakeResource, gold: dict[str, pd.DataFrame]) -> None:
+    """Gold dates into DuckDB tables (replacing exactly those dates), so analysts query them by name;
+    on a local lake, silver is there too, as a view over its files."""
     with warehouse.connect() as conn:
-        for view, dataset in views.items():
-            if lake.files(dataset, pattern="*/*.parquet"):
-                pattern = str(lake.path(dataset).resolve() / "*" / "*.parquet")
-                conn.execute(
-                    f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM read_parquet('{pattern}', hive_partitioning=false)"
-                )
+        for dataset, frame in gold.items():
+            table = dataset.replace("/", "_")
+            conn.register("frame", frame)
+            conn.execute(f"CREATE TABLE IF NOT EXISTS {table} AS SELECT * FROM frame WHERE false")
+            conn.execute(f"DELETE FROM {table} WHERE event_date IN (SELECT DISTINCT event_date FROM frame)")
+            conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
+            conn.unregister("frame")
+        if not lake.is_s3 and lake.list_keys(SILVER_DATASET):
+            pattern = str(lake.path(SILVER_DATASET).resolve() / "*" / "*.parquet")
+            conn.execute(
+                "CREATE OR REPLACE VIEW silver_clickstream_events AS "
+                f"SELECT * FROM read_parquet('{pattern}', hive_partitioning=false)"
+            )

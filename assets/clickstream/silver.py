@@ -16,7 +16,7 @@ from assets.clickstream.parsing import (
     QUARANTINE_DATASET,
     SILVER_DATASET,
 )
-from assets.pandera_checks import schema_check_result, table_schema, to_arrow
+from assets.pandera_checks import table_schema, to_arrow, validate_schema
 from resources import LakeResource
 from resources.warehouse import engine
 
@@ -71,13 +71,16 @@ class SilverBuild:
     bronze_rows: int
     duplicates: int
 
+    def reasons(self) -> dict[str, int]:
+        return self.quarantine["reason"].value_counts().to_dict()
+
 
 def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
     """Silver and quarantine rows of one `event_date`, from every bronze file of that date."""
-    files = [str(f) for f in lake.files(BRONZE_DATASET, f"event_date={event_date}")]
+    bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}")
     with engine() as conn:
-        if files:
-            conn.execute(f"CREATE VIEW bronze AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+        if bronze is not None:
+            conn.register("bronze", bronze)
         else:
             conn.execute(
                 'CREATE VIEW bronze AS SELECT NULL::VARCHAR topic, NULL::INT "partition", NULL::BIGINT "offset", '
@@ -125,6 +128,36 @@ def _reason(column: str, check: str) -> str:
 
 
 QUARANTINE_RATE_THRESHOLD = 0.05
+# Silver dates are rebuilt by the streaming ingest run and by materializations; one writer at a time.
+SILVER_WRITER_POOL = "clickstream_silver_writer"
+
+
+def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, SilverBuild]:
+    """Rebuild silver and quarantine for `event_dates` from bronze, replacing exactly those dates.
+    Used by the silver asset (materializations, backfills) and by the streaming ingest run."""
+    builds = {}
+    for event_date in event_dates:
+        build = builds[event_date] = build_silver_partition(lake, event_date)
+        lake.replace_dir({"data.parquet": to_arrow(build.silver)}, SILVER_DATASET, f"event_date={event_date}")
+        lake.replace_dir({"data.parquet": to_arrow(build.quarantine)}, QUARANTINE_DATASET, f"event_date={event_date}")
+        if log:
+            log.info(
+                f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, {build.duplicates} "
+                f"duplicates, {len(build.quarantine)} quarantined {build.reasons()}"
+            )
+    return builds
+
+
+def silver_metadata(build: SilverBuild) -> dict:
+    return {
+        "dagster/row_count": len(build.silver),
+        "duplicates_removed": build.duplicates,
+        "bronze_rows": build.bronze_rows,
+    }
+
+
+def quarantine_metadata(build: SilverBuild) -> dict:
+    return {"dagster/row_count": len(build.quarantine), "reasons": dg.MetadataValue.json(build.reasons())}
 
 
 @dg.multi_asset(
@@ -137,7 +170,8 @@ QUARANTINE_RATE_THRESHOLD = 0.05
             description=(
                 "Every user action (view, click, add to cart, purchase) exactly once, in seed 004's shape: "
                 "when it happened (UTC), what, by which user on which platform, for which product. "
-                "Partitioned by the event's own date; late events land in their own date."
+                "Partitioned by the event's own date; late events land in their own date. Kept current by "
+                "the streaming ingest run; materialize a date (or a range) to rebuild it from bronze."
             ),
             metadata={"dagster/column_schema": table_schema(SilverClickstreamEvent)},
         ),
@@ -155,105 +189,129 @@ QUARANTINE_RATE_THRESHOLD = 0.05
     ],
     partitions_def=clickstream_daily_partitions,
     backfill_policy=dg.BackfillPolicy.single_run(),
-    check_specs=[
-        dg.AssetCheckSpec(
-            "silver_schema_check",
-            asset="silver_clickstream_events",
-            blocking=True,
-            description="The written partition satisfies the Pandera schema SilverClickstreamEvent.",
-        ),
-        dg.AssetCheckSpec(
-            "silver_unique_event_check",
-            asset="silver_clickstream_events",
-            blocking=True,
-            description="No event appears twice in the partition.",
-        ),
-        dg.AssetCheckSpec(
-            "nothing_lost_check",
-            asset="quarantine_clickstream_events",
-            blocking=True,
-            description="Every bronze message of the date is in silver, in quarantine, or a counted duplicate.",
-        ),
-        dg.AssetCheckSpec(
-            "quarantine_rate_check",
-            asset="quarantine_clickstream_events",
-            description=f"At most {QUARANTINE_RATE_THRESHOLD:.0%} of the date's messages are quarantined.",
-        ),
-    ],
+    pool=SILVER_WRITER_POOL,
 )
 def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
-    """Rebuild the run's dates of silver and quarantine from bronze, replacing exactly those dates.
-    A backfill of a date range is one run (single-run backfill policy)."""
-    builds = []
-    for event_date in context.partition_keys:
-        build = build_silver_partition(lake, event_date)
-        lake.replace_dir({"data.parquet": to_arrow(build.silver)}, SILVER_DATASET, f"event_date={event_date}")
-        lake.replace_dir({"data.parquet": to_arrow(build.quarantine)}, QUARANTINE_DATASET, f"event_date={event_date}")
-        context.log.info(
-            f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, {build.duplicates} "
-            f"duplicates, {len(build.quarantine)} quarantined {build.quarantine['reason'].value_counts().to_dict()}"
-        )
-        builds.append(build)
-    build = SilverBuild(
-        silver=pd.concat([b.silver for b in builds], ignore_index=True),
-        quarantine=pd.concat([b.quarantine for b in builds], ignore_index=True),
-        bronze_rows=sum(b.bronze_rows for b in builds),
-        duplicates=sum(b.duplicates for b in builds),
-    )
-    reasons = build.quarantine["reason"].value_counts().to_dict()
-
+    """Rebuild the run's dates of silver and quarantine from bronze. A backfill of a date range is one run."""
+    builds = write_silver_partitions(lake, context.partition_keys, context.log)
+    if len(builds) == 1:
+        (build,) = builds.values()
+        yield dg.MaterializeResult(asset_key="silver_clickstream_events", metadata=silver_metadata(build))
+        yield dg.MaterializeResult(asset_key="quarantine_clickstream_events", metadata=quarantine_metadata(build))
+        return
+    totals = {"dates": dg.MetadataValue.json({d: len(b.silver) for d, b in builds.items()})}
     yield dg.MaterializeResult(
         asset_key="silver_clickstream_events",
-        metadata={
-            "dagster/row_count": len(build.silver),
-            "duplicates_removed": build.duplicates,
-            "bronze_rows": build.bronze_rows,
-            "dates": dg.MetadataValue.json(
-                {k: len(b.silver) for k, b in zip(context.partition_keys, builds, strict=True)}
-            ),
-        },
+        metadata={"dagster/row_count": sum(len(b.silver) for b in builds.values()), **totals},
     )
     yield dg.MaterializeResult(
         asset_key="quarantine_clickstream_events",
-        metadata={"dagster/row_count": len(build.quarantine), "reasons": dg.MetadataValue.json(reasons)},
+        metadata={"dagster/row_count": sum(len(b.quarantine) for b in builds.values())},
     )
 
-    yield schema_check_result(
-        SilverClickstreamEvent, build.silver, asset_key="silver_clickstream_events", check_name="silver_schema_check"
+
+# -- checks: partitioned, beside the asset, run with every silver rebuild and before gold ------------------
+
+
+def _per_date(context: dg.AssetCheckExecutionContext, lake: LakeResource, evaluate) -> dg.AssetCheckResult:
+    """Evaluate a check on each date of the run; it passes when every date passes."""
+    results = {d: evaluate(lake, d, context) for d in context.partition_keys}
+    failed = {d: meta for d, (ok, meta) in results.items() if not ok}
+    if len(results) == 1:
+        ((ok, meta),) = results.values()
+        return dg.AssetCheckResult(passed=ok, metadata=meta)
+    return dg.AssetCheckResult(
+        passed=not failed, metadata={"dates": len(results), "failed_dates": dg.MetadataValue.json(failed)}
     )
-    repeated = int(build.silver["event_id"].duplicated().sum())
-    yield dg.AssetCheckResult(
-        check_name="silver_unique_event_check",
-        asset_key="silver_clickstream_events",
-        passed=repeated == 0,
-        metadata={"repeated_events": repeated},
-    )
-    accounted = len(build.silver) + build.duplicates + len(build.quarantine)
-    yield dg.AssetCheckResult(
-        check_name="nothing_lost_check",
-        asset_key="quarantine_clickstream_events",
-        passed=accounted == build.bronze_rows,
-        metadata={"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
-    )
-    rate = len(build.quarantine) / build.bronze_rows if build.bronze_rows else 0.0
-    yield dg.AssetCheckResult(
-        check_name="quarantine_rate_check",
-        asset_key="quarantine_clickstream_events",
-        passed=rate <= QUARANTINE_RATE_THRESHOLD,
-        severity=dg.AssetCheckSeverity.WARN,
-        metadata={
-            "quarantine_rate": rate,
-            "threshold": QUARANTINE_RATE_THRESHOLD,
-            "quarantined": len(build.quarantine),
-            "reasons": dg.MetadataValue.json(reasons),
-            "sample": dg.MetadataValue.json(
-                build.quarantine.head(5)
-                .assign(payload=lambda f: f["payload"].map(_preview))
-                .astype(str)
-                .to_dict(orient="records")
-            ),
-        },
-    )
+
+
+def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
+    table = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
+    if table is None:
+        return pd.DataFrame({c: pd.Series(dtype=object) for c in SILVER_COLUMNS})
+    frame = table.to_pandas()
+    frame["event_date"] = frame["event_date"].astype(str)
+    return frame
+
+
+def _check_schema(lake, event_date, _context):
+    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date))
+
+
+def _check_unique(lake, event_date, _context):
+    repeated = int(_silver(lake, event_date)["event_id"].duplicated().sum())
+    return repeated == 0, {"repeated_events": repeated}
+
+
+def _check_nothing_lost(lake, event_date, context):
+    bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}")
+    quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("silver_clickstream_events"), asset_partitions=[event_date]),
+        limit=1,
+    ).records
+    latest = records[0].asset_materialization if records else None
+    value = latest.metadata.get("duplicates_removed") if latest else None
+    duplicates = int(value.value) if value is not None else 0  # type: ignore[arg-type]
+    bronze_rows = bronze.num_rows if bronze is not None else 0
+    accounted = len(_silver(lake, event_date)) + (quarantine.num_rows if quarantine is not None else 0) + duplicates
+    return accounted == bronze_rows, {"bronze_rows": bronze_rows, "accounted_rows": accounted, "duplicates": duplicates}
+
+
+def _check_quarantine_rate(lake, event_date, _context):
+    bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}")
+    quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
+    frame = quarantine.to_pandas() if quarantine is not None else pd.DataFrame({"reason": [], "payload": []})
+    total = bronze.num_rows if bronze is not None else 0
+    rate = len(frame) / total if total else 0.0
+    sample = frame.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str).to_dict(orient="records")
+    return rate <= QUARANTINE_RATE_THRESHOLD, {
+        "quarantine_rate": rate,
+        "threshold": QUARANTINE_RATE_THRESHOLD,
+        "quarantined": len(frame),
+        "reasons": dg.MetadataValue.json(frame["reason"].value_counts().to_dict()),
+        "sample": dg.MetadataValue.json(sample),
+    }
+
+
+@dg.asset_check(
+    asset="silver_clickstream_events",
+    blocking=True,
+    partitions_def=clickstream_daily_partitions,
+    description="The partition satisfies the Pandera schema SilverClickstreamEvent.",
+)
+def silver_schema_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    return _per_date(context, lake, _check_schema)
+
+
+@dg.asset_check(
+    asset="silver_clickstream_events",
+    blocking=True,
+    partitions_def=clickstream_daily_partitions,
+    description="No event appears twice in the partition.",
+)
+def silver_unique_event_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    return _per_date(context, lake, _check_unique)
+
+
+@dg.asset_check(
+    asset="quarantine_clickstream_events",
+    blocking=True,
+    partitions_def=clickstream_daily_partitions,
+    description="Every bronze message of the date is in silver, in quarantine, or a counted duplicate.",
+)
+def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    return _per_date(context, lake, _check_nothing_lost)
+
+
+@dg.asset_check(
+    asset="quarantine_clickstream_events",
+    partitions_def=clickstream_daily_partitions,
+    description=f"Warns when more than {QUARANTINE_RATE_THRESHOLD:.0%} of a date's messages are quarantined.",
+)
+def quarantine_rate_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    result = _per_date(context, lake, _check_quarantine_rate)
+    return dg.AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=dg.AssetCheckSeverity.WARN)
 
 
 def _preview(payload: bytes | None) -> str:
