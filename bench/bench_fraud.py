@@ -1,7 +1,7 @@
 """Fraud decision data benchmarks.
 
     python -m bench.bench_fraud [--events 1000000] [--dimension-rows 100000] [--partition-events 200000]
-    python -m bench.bench_fraud --dagster-dev [--latency-events 40]   # adds the end-to-end latency run
+    python -m bench.bench_fraud --dagster-dev [--latency-only] [--latency-events 40]  # + end-to-end latency
 
 1. Enrichment: the decision dataset's as-of join (its production SQL, rules and SCD1 join included) of
    `--events` events against a `--dimension-rows` SCD2 dimension, DuckDB on one thread and one core.
@@ -96,16 +96,25 @@ def enrichment(events: int, dimension_rows: int):
     for label, query, fetch in (
         ("ASOF JOIN alone (count of matched versions)", ASOF_ONLY_SQL, lambda r: r.fetchall()),
         ("ASOF JOIN -> SCD2 attributes per event, to Arrow", ASOF_ATTRIBUTES_SQL, lambda r: r.to_arrow_table()),
-        ("production enrichment SQL (all columns + SCD1 + rules), to Arrow", ENRICHED_SQL,
-         lambda r: r.to_arrow_table()),
+        (
+            "production enrichment SQL (all columns + SCD1 + rules), to Arrow",
+            ENRICHED_SQL,
+            lambda r: r.to_arrow_table(),
+        ),
     ):
         runs = []
         for _ in range(3):
             started = time.perf_counter()
             fetch(conn.execute(query, ["bench"] if "?" in query else []))
             runs.append(time.perf_counter() - started)
-        rows.append({"step": f"{label}, {events:,} x {dimension_rows:,}", "seconds": min(runs),
-                     "median_s": statistics.median(runs), "rows_per_s": events / min(runs)})
+        rows.append(
+            {
+                "step": f"{label}, {events:,} x {dimension_rows:,}",
+                "seconds": min(runs),
+                "median_s": statistics.median(runs),
+                "rows_per_s": events / min(runs),
+            }
+        )
     conn.execute(f"CREATE TABLE enriched AS {ENRICHED_SQL}", ["bench"])
     matched = conn.execute("SELECT count(*) FILTER (buyer_version IS NOT NULL) FROM enriched").fetchone()[0]
     rows[0]["note"] = f"{matched:,} events matched a version"
@@ -125,9 +134,17 @@ def partition_build(events: int) -> dict:
 
         def bronze(messages, dataset):
             values = [v for _, v, *_ in messages]
-            table = pa.table({"topic": ["t"] * len(values), "partition": [0] * len(values),
-                              "offset": list(range(len(values))), "kafka_timestamp": [now] * len(values),
-                              "key": [None] * len(values), "payload": values}, schema=MESSAGE_SCHEMA)
+            table = pa.table(
+                {
+                    "topic": ["t"] * len(values),
+                    "partition": [0] * len(values),
+                    "offset": list(range(len(values))),
+                    "kafka_timestamp": [now] * len(values),
+                    "key": [None] * len(values),
+                    "payload": values,
+                },
+                schema=MESSAGE_SCHEMA,
+            )
             field = "changed_at" if "changes" in dataset else "occurred_at"
             dated = partition_dates_by(field)(table)
             lake.write_parquet(dated, dataset, "event_date=x", "data.parquet")
@@ -136,17 +153,24 @@ def partition_build(events: int) -> dict:
         dims = build_dimensions(lake, PseudonymizerResource(key="bench"))
         lake.write_parquet(dims.scd2, "silver/fraud_buyer_scd2", "data.parquet")
         lake.write_parquet(dims.scd1, "silver/fraud_buyer_scd1", "data.parquet")
-        bronze(generate_events(events, buyers, start=day, span=dt.timedelta(hours=20), seed=2, now=now),
-               "bronze/fraud_checkout_risk_events")
-        shutil.move(lake.path("bronze/fraud_checkout_risk_events/event_date=x"),
-                    lake.path(f"bronze/fraud_checkout_risk_events/event_date={day.date()}"))
+        bronze(
+            generate_events(events, buyers, start=day, span=dt.timedelta(hours=20), seed=2, now=now),
+            "bronze/fraud_checkout_risk_events",
+        )
+        shutil.move(
+            lake.path("bronze/fraud_checkout_risk_events/event_date=x"),
+            lake.path(f"bronze/fraud_checkout_risk_events/event_date={day.date()}"),
+        )
         started = time.perf_counter()
         build = build_decision_partition(lake, load_rules(), day.date().isoformat())
         seconds = time.perf_counter() - started
-    return {"step": f"decision partition from bronze, {events:,} messages", "seconds": seconds,
-            "rows_per_s": events / seconds,
-            "note": f"{build.decision.num_rows:,} decisions, {build.duplicates:,} duplicates, "
-                    f"{build.quarantine.num_rows:,} quarantined; SCD2 {dims.scd2.num_rows:,} rows"}
+    return {
+        "step": f"decision partition from bronze, {events:,} messages",
+        "seconds": seconds,
+        "rows_per_s": events / seconds,
+        "note": f"{build.decision.num_rows:,} decisions, {build.duplicates:,} duplicates, "
+        f"{build.quarantine.num_rows:,} quarantined; SCD2 {dims.scd2.num_rows:,} rows",
+    }
 
 
 def lookups(conn, count: int = 200_000) -> list[dict]:
@@ -170,36 +194,69 @@ def lookups(conn, count: int = 200_000) -> list[dict]:
             lookup.get(key)
             timings.append(time.perf_counter() - started)
     timings.sort()
-    return [{"step": f"serving table load ({table.num_rows:,} buyers)", "seconds": load_s},
-            {"step": f"lookup p50 over {count:,} gets", "seconds": timings[len(timings) // 2],
-             "note": f"{timings[len(timings) // 2] * 1e6:.1f} us"},
-            {"step": "lookup p99", "seconds": timings[int(len(timings) * 0.99)],
-             "note": f"{timings[int(len(timings) * 0.99)] * 1e6:.1f} us"}]
+    return [
+        {"step": f"serving table load ({table.num_rows:,} buyers)", "seconds": load_s},
+        {
+            "step": f"lookup p50 over {count:,} gets",
+            "seconds": timings[len(timings) // 2],
+            "note": f"{timings[len(timings) // 2] * 1e6:.1f} us",
+        },
+        {
+            "step": "lookup p99",
+            "seconds": timings[int(len(timings) * 0.99)],
+            "note": f"{timings[int(len(timings) * 0.99)] * 1e6:.1f} us",
+        },
+    ]
 
 
 def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
     """Produce `count` events `interval_s` apart while `dagster dev` runs the sensors; seconds from each
     acknowledged produce to the first moment its row is readable in the decision dataset."""
     with kafka_broker() as bootstrap, tempfile.TemporaryDirectory(prefix="bench-dagster-") as root:
-        env = {**os.environ, "KAFKA_BOOTSTRAP_SERVERS": bootstrap, "LAKE_ROOT": f"{root}/lake",
-               "DUCKDB_DATABASE": f"{root}/warehouse.duckdb", "DAGSTER_HOME": f"{root}/dagster",
-               "PSEUDONYMIZATION_KEY": "bench-key"}
+        env = {
+            **os.environ,
+            "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            "LAKE_ROOT": f"{root}/lake",
+            "DUCKDB_DATABASE": f"{root}/warehouse.duckdb",
+            "DAGSTER_HOME": f"{root}/dagster",
+            "PSEUDONYMIZATION_KEY": "bench-key",
+            # The code location runs tools from the virtualenv (dbt for the warehouse domain).
+            "PATH": f"{ROOT / '.venv' / 'bin'}:{os.environ.get('PATH', '')}",
+        }
         Path(env["DAGSTER_HOME"]).mkdir()
         shutil.copy(ROOT / "platform" / "dagster.yaml", Path(env["DAGSTER_HOME"]) / "dagster.yaml")
         kafka, lake = KafkaResource(bootstrap_servers=bootstrap), LakeResource(root=env["LAKE_ROOT"])
         for topic in (CHANGES_TOPIC, EVENTS_TOPIC):
             kafka.ensure_topic(topic, 3)
         port = free_port()
-        log = open(Path(root) / "dagster.log", "w")  # noqa: SIM115 - closed with the process below
-        server = subprocess.Popen([str(ROOT / ".venv" / "bin" / "dagster"), "dev", "-w", "workspace.yaml",
-                                   "-h", "127.0.0.1", "-p", str(port)], cwd=ROOT, env=env, stdout=log,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        log_path = Path(tempfile.gettempdir()) / "bench_fraud_dagster_dev.log"  # kept for a post-mortem
+        log = open(log_path, "w")  # noqa: SIM115 - closed with the process below
+        server = subprocess.Popen(
+            [
+                str(ROOT / ".venv" / "bin" / "dagster"),
+                "dev",
+                "-w",
+                "workspace.yaml",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         try:
             _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=2), 180, "dagster dev")
             now = dt.datetime.now(dt.UTC)
             buyers = make_buyers(200, seed=4)
-            produce(kafka, CHANGES_TOPIC, generate_changes(buyers, start=now - dt.timedelta(hours=1),
-                                                           span=dt.timedelta(minutes=30), seed=4))
+            produce(
+                kafka,
+                CHANGES_TOPIC,
+                generate_changes(buyers, start=now - dt.timedelta(hours=1), span=dt.timedelta(minutes=30), seed=4),
+            )
             _wait(lambda: lake.path("silver/fraud_buyer_scd2/data.parquet").stat(), 180, "the buyer dimensions")
             time.sleep(20)  # let the dimension-triggered date runs finish: measure the steady state
             producer = kafka.producer(acks="all", linger_ms=0)
@@ -235,9 +292,11 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
         return [{"step": "dagster dev: produce -> decision row", "note": "no event arrived within 120 s"}]
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
     note = f"{len(latencies)}/{count} events seen, one every {interval_s} s"
-    return [{"step": "dagster dev: produce -> decision row, p50", "seconds": pick(0.5), "note": note},
-            {"step": "dagster dev: produce -> decision row, p95", "seconds": pick(0.95)},
-            {"step": "dagster dev: produce -> decision row, max", "seconds": latencies[-1]}]
+    return [
+        {"step": "dagster dev: produce -> decision row, p50", "seconds": pick(0.5), "note": note},
+        {"step": "dagster dev: produce -> decision row, p95", "seconds": pick(0.95)},
+        {"step": "dagster dev: produce -> decision row, max", "seconds": latencies[-1]},
+    ]
 
 
 def _wait(probe, timeout_s: float, what: str) -> None:
@@ -258,24 +317,42 @@ def main() -> None:
     parser.add_argument("--dimension-rows", type=int, default=100_000)
     parser.add_argument("--partition-events", type=int, default=200_000)
     parser.add_argument("--dagster-dev", action="store_true", help="also measure end-to-end latency")
+    parser.add_argument("--latency-only", action="store_true", help="with --dagster-dev: skip the CPU benchmarks")
     parser.add_argument("--latency-events", type=int, default=40)
     parser.add_argument("--latency-interval", type=float, default=0.75)
     args, _ = parser.parse_known_args()  # `python -m bench` passes every benchmark's flags to all
-    rows = []
     if args.dagster_dev:  # before pinning: dagster dev and the broker get both cores, as in production
-        rows += dagster_dev_latency(args.latency_events, args.latency_interval)
+        latency = dagster_dev_latency(args.latency_events, args.latency_interval)
+        report(
+            "fraud_dagster_dev_latency",
+            {
+                "events": args.latency_events,
+                "interval_s": args.latency_interval,
+                "target_p95_s": 10.0,
+                "load_average_at_end": os.getloadavg(),
+            },
+            latency,
+        )
+    if args.latency_only:
+        return
     pin_to_one_core()
-    enrichment_rows, conn = enrichment(args.events, args.dimension_rows)
-    rows += enrichment_rows
+    rows, conn = enrichment(args.events, args.dimension_rows)
     rows += lookups(conn)
     conn.close()
     rows.append(partition_build(args.partition_events))
     rows.append({"step": "peak memory (MiB)", "seconds": None, "note": f"{peak_rss_mib():.0f}"})
-    report("fraud", {"events": args.events, "dimension_rows": args.dimension_rows,
-                     "versions_per_buyer": VERSIONS_PER_BUYER, "partition_events": args.partition_events,
-                     "latency_events": args.latency_events if args.dagster_dev else None,
-                     "targets": {"enrichment_s": 1.0, "latency_p95_s": 10.0},
-                     "load_average_at_end": os.getloadavg()}, rows)
+    report(
+        "fraud",
+        {
+            "events": args.events,
+            "dimension_rows": args.dimension_rows,
+            "versions_per_buyer": VERSIONS_PER_BUYER,
+            "partition_events": args.partition_events,
+            "target_enrichment_s": 1.0,
+            "load_average_at_end": os.getloadavg(),
+        },
+        rows,
+    )
 
 
 if __name__ == "__main__":

@@ -42,6 +42,7 @@ from assets.fraud.generator import (
 from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
 from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
 from sensors.fraud import (
+    LIVE_ASSETS,
     fraud_changes_kafka_sensor,
     fraud_dimension_dates_sensor,
     fraud_events_kafka_sensor,
@@ -74,18 +75,27 @@ def materialize(instance, resources, selection, decision_asset=fraud_decision_pa
 
 def run_pipeline(instance, resources, decision_asset=fraud_decision_partition) -> list[str]:
     """As the daemon would: each Kafka sensor's tick and run, then the date runs for touched dates."""
+    dates = []
     for sensor, selection in (
         (fraud_changes_kafka_sensor, ["bronze_fraud_buyer_changes", "fraud_buyer_scd2", "fraud_buyer_scd1"]),
-        (fraud_events_kafka_sensor, ["bronze_fraud_risk_events"]),
+        (fraud_events_kafka_sensor, LIVE_ASSETS),
     ):
         result = tick(sensor, instance, resources)
         for request in getattr(result, "run_requests", None) or []:
-            materialize(instance, resources, selection, decision_asset, run_config=request.run_config)
+            materialize(
+                instance,
+                resources,
+                selection,
+                decision_asset,
+                run_config=request.run_config,
+                partition_key=request.partition_key,
+            )
+            dates += [request.partition_key] if request.partition_key else []
     result = tick(fraud_partitions_sensor, instance, resources)
-    dates = [r.partition_key for r in getattr(result, "run_requests", None) or []]
-    for date in dates:
-        run_date(instance, resources, date, decision_asset)
-    return dates
+    for request in getattr(result, "run_requests", None) or []:
+        run_date(instance, resources, request.partition_key, decision_asset)
+        dates.append(request.partition_key)
+    return sorted(set(dates))
 
 
 def run_date(instance, resources, date, decision_asset=fraud_decision_partition):
@@ -285,7 +295,7 @@ def test_rule_change_and_new_market_need_no_code_change(kafka_broker, tmp_path):
         EVENTS_TOPIC,
         [(e["buyer_id"].encode(), json.dumps(e).encode()) for e in (pl_event, de_event)],
     )
-    assert run_pipeline(instance, resources) == [DAY]
+    assert DAY in run_pipeline(instance, resources)
     assert query(lake, QUARANTINE_EVENTS, "SELECT reason FROM t") == [("unknown_value:market",)]
 
     # The rules change in configuration only: Poland joins, Germany's ceiling drops below the DE order.

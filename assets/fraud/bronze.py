@@ -18,10 +18,13 @@ from resources import KafkaResource, LakeResource
 
 class FraudIngestConfig(dg.Config):
     """Which records the run moves into bronze: from the consumer group's committed offsets up to
-    `until_offsets` (partition -> end offset, exclusive; all pending records when empty)."""
+    `until_offsets` (partition -> end offset, exclusive; all pending records when empty).
+    `live_date`: the date partition this same run rebuilds right after ingest (the live path of
+    fraud_live_job); it is left out of `event_dates`, so the partitions sensor does not rebuild it again."""
 
     until_offsets: dict[str, int] = {}
     max_records_per_partition: int = 500_000
+    live_date: str = ""
 
 
 def _bronze_asset(name: str, topic: str, group: str, dataset: str, time_field: str, description: str):
@@ -48,7 +51,9 @@ def _bronze_asset(name: str, topic: str, group: str, dataset: str, time_field: s
             metadata={
                 "dagster/row_count": result.records,
                 "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in result.ranges.items()}),
-                "event_dates": dg.MetadataValue.json(sorted(result.rows_by_date)),
+                # Read by the partitions sensor: the dates it still has to rebuild.
+                "event_dates": dg.MetadataValue.json(sorted(set(result.rows_by_date) - {config.live_date})),
+                "rebuilt_in_this_run": config.live_date,
                 "rows_by_event_date": dg.MetadataValue.json(result.rows_by_date),
             }
         )
