@@ -8,6 +8,7 @@ import dagster as dg
 from dagster_dbt import DbtCliResource
 
 from assets.clickstream import bronze as clickstream_bronze
+from assets.clickstream import freshness as clickstream_freshness
 from assets.clickstream import gold as clickstream_gold
 from assets.clickstream import silver as clickstream_silver
 from assets.fraud import bronze as fraud_bronze
@@ -21,6 +22,7 @@ from assets.warehouse import dbt as warehouse_dbt
 from assets.warehouse import raw as warehouse_raw
 from assets.warehouse import staging as warehouse_staging
 from resources import (
+    AlertsResource,
     KafkaResource,
     LakeResource,
     LandingResource,
@@ -28,6 +30,7 @@ from resources import (
     PseudonymizerResource,
     WarehouseResource,
 )
+from sensors.alerts import ALERT_SENSORS, clickstream_freshness_job, clickstream_freshness_schedule
 from sensors.clickstream import (
     clickstream_daily_job,
     clickstream_ingest_job,
@@ -42,6 +45,7 @@ ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
 ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving]
 ASSET_MODULES += [warehouse_raw, warehouse_staging, warehouse_dbt]
+ASSET_MODULES += [clickstream_freshness]
 
 
 defs = dg.Definitions(
@@ -54,10 +58,12 @@ defs = dg.Definitions(
         loans_stream_job,
         *FRAUD_JOBS,
         commerce_warehouse_job,
+        clickstream_freshness_job,
     ],
-    schedules=[commerce_warehouse_schedule],
+    schedules=[commerce_warehouse_schedule, clickstream_freshness_schedule],
     sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor]
-    + FRAUD_SENSORS,
+    + FRAUD_SENSORS
+    + ALERT_SENSORS,
     resources={
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
@@ -71,6 +77,12 @@ defs = dg.Definitions(
             password=dg.EnvVar("POSTGRES_PASSWORD"),
         ),
         "landing": LandingResource(root=dg.EnvVar("LANDING_ROOT")),
+        "alerts": AlertsResource(
+            log_path=dg.EnvVar("ALERT_LOG"),
+            webhook_url=dg.EnvVar("ALERT_WEBHOOK_URL"),
+            ui_url=dg.EnvVar("DAGSTER_UI_URL"),
+            freshness_minutes=dg.EnvVar.int("FRESHNESS_MINUTES"),
+        ),
         "dbt": DbtCliResource(
             project_dir=warehouse_dbt.warehouse_dbt_project, dbt_executable=warehouse_dbt.DBT_EXECUTABLE
         ),

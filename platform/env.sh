@@ -17,6 +17,13 @@ export POSTGRES_DB=${POSTGRES_DB:-commerce}
 export POSTGRES_USER=${POSTGRES_USER:-commerce}
 export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-commerce}
 export LANDING_ROOT=${LANDING_ROOT:-$root/data/input}
+# Alerts (sensors/alerts.py): always appended to ALERT_LOG; also posted to ALERT_WEBHOOK_URL (a Slack
+# incoming webhook or any receiver of Slack-shaped JSON) when it is not empty. Links point at DAGSTER_UI_URL.
+export ALERT_LOG=${ALERT_LOG:-$root/data/alerts/alerts.jsonl}
+export ALERT_WEBHOOK_URL=${ALERT_WEBHOOK_URL:-}
+export DAGSTER_UI_URL=${DAGSTER_UI_URL:-http://127.0.0.1:3000}
+# Silver and gold count as stale after this many minutes without an update while Kafka holds pending events.
+export FRESHNESS_MINUTES=${FRESHNESS_MINUTES:-10}
 mkdir -p "$DAGSTER_HOME" "$(dirname "$DUCKDB_DATABASE")"
 [ -f "$DAGSTER_HOME/dagster.yaml" ] && cmp -s "$root/platform/dagster.yaml" "$DAGSTER_HOME/dagster.yaml" \
   || cp "$root/platform/dagster.yaml" "$DAGSTER_HOME/dagster.yaml"

@@ -1,5 +1,6 @@
 """Resources: every endpoint, path and secret the platform uses, configured from the environment."""
 
+from resources.alerts import Alert, AlertsResource
 from resources.kafka import KafkaResource
 from resources.lake import LakeResource
 from resources.landing import LandingResource
@@ -8,6 +9,8 @@ from resources.pseudonymize import PseudonymizerResource
 from resources.warehouse import WarehouseResource
 
 __all__ = [
+    "Alert",
+    "AlertsResource",
     "KafkaResource",
     "LakeResource",
     "LandingResource",
