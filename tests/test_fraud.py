@@ -13,6 +13,9 @@ from pathlib import Path
 import dagster as dg
 import duckdb
 import pytest
+from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
+from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
+from dagster._core.loader import LoadingContextForTest
 
 from assets.fraud import bronze, dimensions, serving
 from assets.fraud.common import (
@@ -114,6 +117,11 @@ def query(lake: LakeResource, dataset: str, sql: str, params=None):
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
     return conn.execute(sql, params or []).fetchall()
+
+
+def stale_status(instance, decision_asset, key: dg.AssetKey, partition: str) -> StaleStatus:
+    graph = AssetGraph.from_assets([*BASE_ASSETS, decision_asset])
+    return CachingStaleStatusResolver(instance, graph, LoadingContextForTest(instance)).get_status(key, partition)
 
 
 def make_resources(broker: str, root: Path) -> dict:
@@ -317,6 +325,10 @@ def test_rule_change_and_new_market_need_no_code_change(kafka_broker, tmp_path):
     assert set(old_versions) == set(new_versions)
     assert all(old_versions[k] != new_versions[k] for k in old_versions)  # the UI shows them stale
     assert all(load_rules(rules_path).content_hash in v for v in new_versions.values())
+    # Staleness as the UI computes it (Dagster's own resolver): fresh under the old rules, stale under the new.
+    key = dg.AssetKey("fraud_decision_events")
+    assert stale_status(instance, fraud_decision_partition, key, DAY) == StaleStatus.FRESH
+    assert stale_status(instance, changed, key, DAY) == StaleStatus.STALE
 
     run_date(instance, resources, DAY, changed)  # the backfill of the affected date
     assert query(lake, DECISION_EVENTS, "SELECT market, currency, market_risk_level FROM t") == [("PL", "PLN", "high")]
