@@ -117,7 +117,8 @@ def enrichment(events: int, dimension_rows: int):
             }
         )
     conn.execute(f"CREATE TABLE enriched AS {ENRICHED_SQL}", ["bench"])
-    matched = conn.execute("SELECT count(*) FILTER (buyer_version IS NOT NULL) FROM enriched").fetchone()[0]
+    matched = conn.execute("SELECT count(*) FILTER (buyer_version IS NOT NULL) FROM enriched").fetchone() or (0,)
+    matched = matched[0]
     rows[0]["note"] = f"{matched:,} events matched a version"
     return rows, conn
 

@@ -77,5 +77,5 @@ def bronze_view_sql(files: list[str]) -> str:
     return (
         'SELECT NULL::VARCHAR topic, NULL::INT "partition", NULL::BIGINT "offset", '
         "NULL::TIMESTAMPTZ kafka_timestamp, "
-        "NULL::BLOB \"key\", NULL::BLOB payload, NULL::DATE event_date WHERE false"
+        'NULL::BLOB "key", NULL::BLOB payload, NULL::DATE event_date WHERE false'
     )

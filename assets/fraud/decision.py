@@ -184,7 +184,9 @@ def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date:
             "SELECT * FROM enriched WHERE buyer_version IS NOT NULL ORDER BY occurred_at, event_id"
         ).to_arrow_table()
         quarantine = conn.execute(QUARANTINE_SQL).to_arrow_table()
-        bronze_rows, valid = conn.execute("SELECT count(*), count(*) FILTER (reason IS NULL) FROM checked").fetchone()
+        bronze_rows, valid = conn.execute(
+            "SELECT count(*), count(*) FILTER (reason IS NULL) FROM checked"
+        ).fetchone() or (0, 0)
     return DecisionBuild(silver, quarantine, decision, bronze_rows, duplicates=valid - silver.num_rows)
 
 

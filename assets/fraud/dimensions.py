@@ -134,18 +134,13 @@ def build_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -
         ).to_arrow_table()
         bronze_rows, valid_rows = conn.execute(
             "SELECT count(*), count(*) FILTER (reason IS NULL) FROM changes"
-        ).fetchone()
+        ).fetchone() or (0, 0)
         kept, buyers = conn.execute(
             "SELECT count(DISTINCT change_id), count(DISTINCT buyer_id) FROM changes WHERE reason IS NULL"
-        ).fetchone()
+        ).fetchone() or (0, 0)
         conn.register("scd2", scd2)
-        invariants = dict(
-            zip(
-                ["keys_without_exactly_one_current", "overlapping_or_gapped"],
-                conn.execute(SCD2_INVARIANTS_SQL).fetchone(),
-                strict=True,
-            )
-        )
+        without_one_current, overlapping = conn.execute(SCD2_INVARIANTS_SQL).fetchone() or (0, 0)
+        invariants = {"keys_without_exactly_one_current": without_one_current, "overlapping_or_gapped": overlapping}
     for column in SCD1_ATTRIBUTES:  # personal data leaves the dimension only as a keyed pseudonym
         index = scd1.column_names.index(column)
         scd1 = scd1.set_column(
