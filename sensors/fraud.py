@@ -1,7 +1,7 @@
 """Fraud automation. Live path: one run per Kafka batch moves the events into bronze and rebuilds
 today's decision partition in the same run (a second run would add its whole start-up to every event's
-latency); the batch's other dates (late events) follow through the partitions sensor. Buyer changes
-rebuild the dimensions and then every decision date they can alter."""
+latency), then the serving table; the batch's other dates (late events) follow through the partitions
+sensor. Buyer changes rebuild the dimensions and then every decision date they can alter."""
 
 import datetime as dt
 
@@ -22,13 +22,14 @@ LIVE_ASSETS = [
     "silver_fraud_risk_events",
     "quarantine_fraud_risk_events",
     "fraud_decision_events",
+    "fraud_buyer_latest_features",
 ]
 
 fraud_live_job = dg.define_asset_job(
     "fraud_live_job",
     selection=dg.AssetSelection.assets(*LIVE_ASSETS),
     description="Move pending checkout risk events from Kafka into bronze, commit their offsets, then rebuild "
-    "the live (today's) partition of silver, quarantine and the decision dataset.",
+    "the live (today's) partition of silver, quarantine and the decision dataset, and the serving table.",
 )
 
 fraud_dimensions_job = dg.define_asset_job(

@@ -115,8 +115,10 @@ def build_latest_features(lake: LakeResource, as_of: dt.datetime):
         return conn.execute(LATEST_FEATURES_SQL, {"as_of": as_of}).to_arrow_table()
 
 
-def publish_fraud_views(warehouse: WarehouseResource, lake: LakeResource) -> None:
-    """Every fraud table as a view in the DuckDB file, and the training view, for analysts and scientists."""
+def publish_fraud_views(warehouse: WarehouseResource, lake: LakeResource) -> bool:
+    """Every fraud table as a view in the DuckDB file, and the training view, for analysts and scientists.
+    The views glob the lake, so new partitions appear without republishing: the DuckDB file (one writer
+    at a time) is opened only when the set of views changes, never on every live run."""
     root = lake.path().resolve()
     sources = {
         "fraud_decision_events": (DECISION_EVENTS, "*/*.parquet"),
@@ -125,18 +127,24 @@ def publish_fraud_views(warehouse: WarehouseResource, lake: LakeResource) -> Non
         "fraud_buyer_scd1": (SCD1, "*.parquet"),
         "fraud_buyer_latest_features": (LATEST_FEATURES, "*.parquet"),
     }
+    statements = {
+        view: f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM "
+        f"read_parquet('{root / dataset / pattern}', hive_partitioning=false)"
+        for view, (dataset, pattern) in sources.items()
+        if lake.files(dataset, pattern=pattern)
+    }
+    if "fraud_decision_events" in statements:
+        statements["fraud_training_rows"] = "CREATE OR REPLACE VIEW fraud_training_rows AS " + TRAINING_SQL.replace(
+            "FROM decision", "FROM fraud_decision_events"
+        )
+    marker = {"database": warehouse.database, "statements": statements}
+    if lake.read_json("_meta", "fraud_views.json") == marker and Path(warehouse.database).exists():
+        return False
     with warehouse.connect() as conn:
-        for view, (dataset, pattern) in sources.items():
-            if lake.files(dataset, pattern=pattern):
-                conn.execute(
-                    f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM "
-                    f"read_parquet('{root / dataset / pattern}', hive_partitioning=false)"
-                )
-        if lake.files(DECISION_EVENTS, pattern="*/*.parquet"):
-            conn.execute(
-                "CREATE OR REPLACE VIEW fraud_training_rows AS "
-                + TRAINING_SQL.replace("FROM decision", "FROM fraud_decision_events")
-            )
+        for statement in statements.values():
+            conn.execute(statement)
+    lake.write_json(marker, "_meta", "fraud_views.json")
+    return True
 
 
 @dg.asset(
@@ -154,9 +162,11 @@ def fraud_buyer_latest_features(
 ) -> dg.MaterializeResult:
     table = build_latest_features(lake, dt.datetime.now(dt.UTC))
     lake.write_parquet(table, LATEST_FEATURES, "data.parquet")
-    publish_fraud_views(warehouse, lake)
+    published = publish_fraud_views(warehouse, lake)
     active = sum(1 for n in table["prior_events_7d"].to_pylist() if n)
-    return dg.MaterializeResult(metadata={"dagster/row_count": table.num_rows, "buyers_active_7d": active})
+    return dg.MaterializeResult(
+        metadata={"dagster/row_count": table.num_rows, "buyers_active_7d": active, "views_republished": published}
+    )
 
 
 class BuyerFeatureLookup:
