@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 from kafka import TopicPartition
 
 from resources import KafkaResource, LakeResource
+from resources.faults import failpoint
 
 MESSAGE_SCHEMA = pa.schema(
     [
@@ -115,12 +116,14 @@ def ingest(
     until: dict[int, int] | None = None,
     max_records_per_partition: int = 500_000,
     on_progress: Callable[[str], None] = lambda _: None,
+    on_durable: Callable[[IngestResult], None] | None = None,
 ) -> IngestResult:
     """Move one pending range of `topic` into `dataset` in the lake and commit it; see module doc.
 
     `with_partition_dates` adds an `event_date` column (the date partition each message belongs to).
     Files land at `<dataset>/event_date=<date>/<topic>-<partition>-<first>-<last>.parquet`. Topic and
-    group are logical names, resolved in the Kafka resource's namespace.
+    group are logical names, resolved in the Kafka resource's namespace. `on_durable` runs once the
+    files are durable and before the commit: whatever it records survives a crash at the commit.
     """
     topic, group_id = kafka.topic(topic), kafka.group(group_id)
     result = IngestResult(ranges=plan_ranges(kafka, lake, topic, group_id, dataset, until, max_records_per_partition))
@@ -128,6 +131,7 @@ def ingest(
         return result
     for p, (first, last) in result.ranges.items():
         lake.write_json({"first": first, "last": last}, dataset, "_inflight", f"{topic}-{p}.json")
+    failpoint("before_write")
     on_progress(f"reading {result.records} records of {topic!r}: {result.ranges}")
     messages = read_range(kafka, topic, result.ranges)
     if messages.num_rows != result.records:
@@ -144,8 +148,13 @@ def ingest(
             name = f"{topic}-{p}-{first:012d}-{last:012d}.parquet"
             result.files.append(str(lake.write_parquet(rows, dataset, f"event_date={key}", name)))
             result.rows_by_date[key] = result.rows_by_date.get(key, 0) + rows.num_rows
+            failpoint("mid_write")
+    if on_durable:
+        on_durable(result)
     on_progress(f"bronze durable in {len(result.files)} files; committing offsets")
+    failpoint("before_commit")
     kafka.commit(topic, group_id, {p: last + 1 for p, (_, last) in result.ranges.items()})
+    failpoint("after_commit")
     for p in result.ranges:
         lake.delete(dataset, "_inflight", f"{topic}-{p}.json")
     return result

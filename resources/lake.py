@@ -13,7 +13,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 from dagster import ConfigurableResource
-from dagster_aws.s3 import S3Resource
+
+from resources.faults import failpoint
 
 # Temporary files of interrupted local writes are removed once they are this old (seconds): a live
 # writer never takes that long, and a crashed one never comes back for them.
@@ -65,6 +66,7 @@ class LakeResource(ConfigurableResource):
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        failpoint("mid_file")
         os.replace(tmp, target)
         return str(target)
 
@@ -90,7 +92,9 @@ class LakeResource(ConfigurableResource):
         folder = self.path(*parts)
         if not folder.exists():
             return []
-        return sorted(str(p.relative_to(folder)) for p in folder.rglob(f"*{suffix}") if "_tmp" not in p.parts)
+        return sorted(
+            str(p.relative_to(folder)) for p in folder.rglob(f"*{suffix}") if p.is_file() and "_tmp" not in p.parts
+        )
 
     def delete(self, *parts: str) -> None:
         """Delete one object, or everything under a folder."""
@@ -159,4 +163,6 @@ class LakeResource(ConfigurableResource):
 
 @functools.cache
 def _s3_client(endpoint_url: str | None, region: str | None):
+    from dagster_aws.s3 import S3Resource  # imported on first use: it costs every code load a second
+
     return S3Resource(endpoint_url=endpoint_url, region_name=region).get_client()

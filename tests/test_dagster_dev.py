@@ -43,7 +43,15 @@ def test_dagster_dev_sensor_materializes_events_as_they_arrive(kafka_broker, tmp
         "KAFKA_BOOTSTRAP_SERVERS": kafka_broker,
         "LAKE_ROOT": str(lake),
         "DUCKDB_DATABASE": str(tmp_path / "warehouse.duckdb"),
+        "ALERT_LOG": str(tmp_path / "alerts.jsonl"),
+        "DAGSTER_UI_URL": f"http://127.0.0.1:{port}",
+        "LANDING_ROOT": str(tmp_path / "input"),
     }
+    # Everything else as `make demo` has it: platform/env.sh's defaults, under the settings above.
+    sourced = subprocess.run(
+        ["bash", "-c", "source platform/env.sh && env -0"], cwd=ROOT, env=env, capture_output=True, check=True
+    ).stdout
+    env = dict(line.split("=", 1) for line in sourced.decode().split("\0") if "=" in line)
     log = open(tmp_path / "dagster-dev.log", "w")  # noqa: SIM115 (closed in finally)
     server = subprocess.Popen(
         [sys.executable, "-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],

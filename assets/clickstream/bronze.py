@@ -1,6 +1,7 @@
 """Bronze: every clickstream message exactly as Kafka delivered it, durable before it is acknowledged."""
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 from pandera.typing import Series
@@ -8,19 +9,23 @@ from pandera.typing import Series
 from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
 from assets.clickstream.silver import (
     SILVER_WRITER_POOL,
+    SilverBuild,
     clickstream_daily_partitions,
     quarantine_metadata,
     silver_metadata,
     write_silver_partitions,
 )
-from assets.kafka_ingest import ingest
+from assets.kafka_ingest import IngestResult, ingest
 from assets.pandera_checks import schema_check_result
 from resources import KafkaResource, LakeResource
+
+# Dates whose bronze is committed but whose silver rebuild has not finished yet.
+DIRTY = "_silver_pending"
 
 
 class BronzeClickstreamMessage(pa.DataFrameModel):
     topic: Series[str]
-    partition: Series[int] = pa.Field(ge=0)
+    partition: Series[np.int32] = pa.Field(ge=0)
     offset: Series[int] = pa.Field(ge=0)
     kafka_timestamp: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs={"unit": "ms", "tz": "UTC"})
     key: Series[object] = pa.Field(nullable=True)
@@ -38,6 +43,42 @@ class ClickstreamIngestConfig(dg.Config):
 
     until_offsets: dict[str, int] = {}
     max_records_per_partition: int = 500_000
+
+
+def ingest_clickstream(
+    kafka: KafkaResource,
+    lake: LakeResource,
+    *,
+    until: dict[int, int] | None = None,
+    max_records_per_partition: int = 500_000,
+    log=None,
+) -> tuple[IngestResult, dict[str, SilverBuild]]:
+    """One streaming micro-batch: pending Kafka records into bronze (committed), then the silver dates
+    they touched rebuilt. The touched dates are marked in the lake before the commit and unmarked after
+    their silver rebuild, so a crash in between is repaired by the next run."""
+
+    def mark_dirty(durable: IngestResult) -> None:
+        for event_date in durable.rows_by_date:
+            lake.put(b"", BRONZE_DATASET, DIRTY, event_date)
+
+    result = ingest(
+        kafka,
+        lake,
+        topic=TOPIC,
+        group_id=CONSUMER_GROUP,
+        dataset=BRONZE_DATASET,
+        with_partition_dates=with_partition_dates,
+        until=until,
+        max_records_per_partition=max_records_per_partition,
+        on_progress=log.info if log else lambda _: None,
+        on_durable=mark_dirty,
+    )
+    dirty = set(lake.list_keys(BRONZE_DATASET, DIRTY, suffix=""))
+    dates = sorted((dirty | set(result.rows_by_date)) & set(clickstream_daily_partitions.get_partition_keys()))
+    builds = write_silver_partitions(lake, dates, log)
+    for event_date in builds:
+        lake.delete(BRONZE_DATASET, DIRTY, event_date)
+    return result, builds
 
 
 @dg.asset(
@@ -63,21 +104,14 @@ def bronze_clickstream_events(
 
     For freshness, the same run then rebuilds the silver and quarantine dates it touched and records
     them as materializations of those partitions; gold and the silver checks follow in a run per date."""
-    result = ingest(
+    result, builds = ingest_clickstream(
         kafka,
         lake,
-        topic=TOPIC,
-        group_id=CONSUMER_GROUP,
-        dataset=BRONZE_DATASET,
-        with_partition_dates=with_partition_dates,
         until={int(p): o for p, o in config.until_offsets.items()} or None,
         max_records_per_partition=config.max_records_per_partition,
-        on_progress=context.log.info,
+        log=context.log,
     )
-    known = set(clickstream_daily_partitions.get_partition_keys())
-    for event_date, build in write_silver_partitions(
-        lake, sorted(set(result.rows_by_date) & known), context.log
-    ).items():
+    for event_date, build in builds.items():
         context.log_event(
             dg.AssetMaterialization("silver_clickstream_events", partition=event_date, metadata=silver_metadata(build))
         )
@@ -90,7 +124,7 @@ def bronze_clickstream_events(
         metadata={
             "dagster/row_count": result.records,
             "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in result.ranges.items()}),
-            "event_dates": dg.MetadataValue.json(sorted(result.rows_by_date)),
+            "event_dates": dg.MetadataValue.json(sorted(set(result.rows_by_date) | set(builds))),
             "rows_by_event_date": dg.MetadataValue.json(result.rows_by_date),
         }
     )

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.typing import Series
 
 from assets.clickstream.parsing import (
@@ -55,6 +56,22 @@ class QuarantinedClickstreamMessage(pa.DataFrameModel):
 
 
 SILVER_COLUMNS = list(SilverClickstreamEvent.to_schema().columns)
+# Storage types, fixed so that an empty date has the same schema as a full one.
+SILVER_ARROW_SCHEMA = pyarrow.schema(
+    [("event_datetime", pyarrow.timestamp("us", tz="UTC")), ("event_date", pyarrow.date32())]
+    + [(name, pyarrow.string()) for name in ("event_name", "user_id", "platform", "product_name", "SKU", "event_id")]
+)
+QUARANTINE_ARROW_SCHEMA = pyarrow.schema(
+    [
+        ("topic", pyarrow.string()),
+        ("partition", pyarrow.int64()),
+        ("offset", pyarrow.int64()),
+        ("kafka_timestamp", pyarrow.timestamp("ms", tz="UTC")),
+        ("payload", pyarrow.binary()),
+        ("reason", pyarrow.string()),
+        ("event_date", pyarrow.date32()),
+    ]
+)
 QUARANTINE_COLUMNS = list(QuarantinedClickstreamMessage.to_schema().columns)
 # Identical content is the same event: the seed's events carry no id, so a message delivered twice
 # (producer retry, replay) is recognised by the hash of everything it says.
@@ -138,8 +155,10 @@ def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None
     builds = {}
     for event_date in event_dates:
         build = builds[event_date] = build_silver_partition(lake, event_date)
-        lake.replace_dir({"data.parquet": to_arrow(build.silver)}, SILVER_DATASET, f"event_date={event_date}")
-        lake.replace_dir({"data.parquet": to_arrow(build.quarantine)}, QUARANTINE_DATASET, f"event_date={event_date}")
+        silver = to_arrow(build.silver).cast(SILVER_ARROW_SCHEMA)
+        quarantine = to_arrow(build.quarantine).cast(QUARANTINE_ARROW_SCHEMA)
+        lake.replace_dir({"data.parquet": silver}, SILVER_DATASET, f"event_date={event_date}")
+        lake.replace_dir({"data.parquet": quarantine}, QUARANTINE_DATASET, f"event_date={event_date}")
         if log:
             log.info(
                 f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, {build.duplicates} "

@@ -1,0 +1,147 @@
+"""The lake on an S3 API server started here (moto's server mode on loopback), through dagster-aws."""
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import boto3
+import pytest
+
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, QUARANTINE_DATASET, SILVER_DATASET, TOPIC
+from resources import LakeResource
+from tests.clickstream_pipeline import produce, run_pipeline
+from tests.conftest import free_port
+from tests.test_clickstream_recovery import labelled_stream
+
+
+class SwitchableProxy:
+    """A TCP relay to the S3 server that can be switched off (connections refused and cut) and on again,
+    so the server stays up, with its data, while the platform cannot reach it."""
+
+    def __init__(self, target_port: int):
+        self.target_port, self.port = target_port, free_port()
+        self.listener: socket.socket | None = None
+        self.connections: list[socket.socket] = []
+
+    def on(self) -> None:
+        self.listener = socket.create_server(("127.0.0.1", self.port))
+        threading.Thread(target=self._accept, args=(self.listener,), daemon=True).start()
+
+    def off(self) -> None:
+        if self.listener:
+            self.listener.close()
+            self.listener = None
+        for conn in self.connections:
+            with contextlib.suppress(OSError):
+                conn.close()
+        self.connections.clear()
+
+    def _accept(self, listener: socket.socket) -> None:
+        while True:
+            try:
+                client, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.create_connection(("127.0.0.1", self.target_port))
+            self.connections += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        with contextlib.suppress(OSError):
+            sink.shutdown(socket.SHUT_WR)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            pytest.fail("the S3 API server (moto_server) did not start")
+        time.sleep(0.2)
+    yield port
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_lake(s3_server, monkeypatch, request):
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"lake-{abs(hash(request.node.name)) % 10**8}"
+    endpoint = f"http://127.0.0.1:{s3_server}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return LakeResource(root=f"s3://{bucket}/platform", s3_endpoint_url=endpoint, s3_region="us-east-1"), bucket
+
+
+def test_clickstream_on_s3_with_deterministic_object_names(kafka, s3_lake, warehouse, instance):
+    lake, bucket = s3_lake
+    messages, users = labelled_stream(valid=500, duplicates=20, broken=10)
+    produce(kafka, messages)
+    resources = {"kafka": kafka, "lake": lake, "warehouse": warehouse}
+    dates = run_pipeline(instance, resources)
+    assert dates
+
+    silver = lake.read_dataset(SILVER_DATASET)
+    assert silver is not None and sorted(silver.column("user_id").to_pylist()) == sorted(users)
+    quarantine = lake.read_dataset(QUARANTINE_DATASET)
+    assert quarantine is not None and quarantine.num_rows == 10
+    keys = lake.list_keys(BRONZE_DATASET)
+    topic = kafka.topic(TOPIC)
+    assert keys and all(k.split("/")[1].startswith(f"{topic}-") for k in keys)
+    # Objects really are in the S3 server, under the configured prefix.
+    listed = boto3.client("s3", endpoint_url=lake.s3_endpoint_url).list_objects_v2(
+        Bucket=bucket, Prefix="platform/silver/"
+    )
+    assert {o["Key"] for o in listed["Contents"]} == {
+        f"platform/{SILVER_DATASET}/event_date={d}/data.parquet" for d in dates
+    }
+    with warehouse.connect() as conn:
+        assert conn.execute("SELECT sum(events) FROM gold_clickstream_daily_metrics").fetchone()[0] == len(users)
+
+
+def test_s3_unreachable_fails_clearly_commits_nothing_and_catches_up(kafka, s3_lake, s3_server, warehouse, instance):
+    lake, _ = s3_lake
+    proxy = SwitchableProxy(s3_server)
+    proxy.on()
+    via_proxy = LakeResource(root=lake.root, s3_endpoint_url=f"http://127.0.0.1:{proxy.port}", s3_region="us-east-1")
+    resources = {"kafka": kafka, "lake": via_proxy, "warehouse": warehouse}
+    messages, users = labelled_stream(valid=300, duplicates=0, broken=0)
+    produce(kafka, messages[:150])
+    run_pipeline(instance, resources)
+
+    proxy.off()
+    produce(kafka, messages[150:])
+    with pytest.raises(Exception, match="Could not connect to the endpoint URL"):
+        run_pipeline(instance, resources)
+    pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
+    assert sum(end - start for start, end in pending.values()) == 150  # nothing committed
+
+    proxy.on()
+    run_pipeline(instance, resources)
+    silver = lake.read_dataset(SILVER_DATASET)
+    assert silver is not None and sorted(silver.column("user_id").to_pylist()) == sorted(users)
+    pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
+    assert all(start == end for start, end in pending.values())
+    proxy.off()
