@@ -260,7 +260,7 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
                 generate_changes(buyers, start=now - dt.timedelta(hours=1), span=dt.timedelta(minutes=30), seed=4),
             )
             _wait(lambda: lake.path("silver/fraud_buyer_scd2/data.parquet").stat(), 180, "the buyer dimensions")
-            time.sleep(20)  # let the dimension-triggered date runs finish: measure the steady state
+            _wait(lambda: _no_active_runs(port), 300, "the dimension-triggered runs")  # measure the steady state
             producer = kafka.producer(acks="all", linger_ms=0)
             rng, produced = random.Random(5), {}
             for _ in range(count):
@@ -301,6 +301,27 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
         {"step": "dagster dev: produce -> decision row, max", "seconds": latencies[-1]},
         *breakdown,
     ]
+
+
+def _no_active_runs(port: int) -> None:
+    """Raises while any run is queued or in flight (asked through Dagster's GraphQL API)."""
+    query = (
+        "{ runsOrError(filter: {statuses: [QUEUED, NOT_STARTED, STARTING, STARTED]}) "
+        "{ ... on Runs { results { runId } } } }"
+    )
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql",
+        data=json.dumps({"query": query}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        runs = json.load(response)["data"]["runsOrError"]["results"]
+    if runs:
+        raise RuntimeError(f"{len(runs)} runs in flight")
+    time.sleep(3)  # a sensor may be about to launch the next one: ask twice
+    with urllib.request.urlopen(request, timeout=10) as response:
+        if json.load(response)["data"]["runsOrError"]["results"]:
+            raise RuntimeError("runs in flight")
 
 
 def _run_breakdown(log_path: Path) -> list[dict]:
