@@ -44,22 +44,32 @@ def main() -> None:
         kafka = KafkaResource(bootstrap_servers=bootstrap, namespace=f"bench{int(time.time())}.")
         topic = kafka.topic(TOPIC)
         start = dt.datetime.now(dt.UTC) - dt.timedelta(hours=20)
-        messages = generate(args.events, seed=1, start=start, span=dt.timedelta(hours=19),
-                            duplicate_rate=0.01, irregular_rate=0.005)
+        messages = generate(
+            args.events, seed=1, start=start, span=dt.timedelta(hours=19), duplicate_rate=0.01, irregular_rate=0.005
+        )
         produce(bootstrap, topic, messages, args.events)
         pin_to_one_core()
 
         records, size, bare_s = bare_consume(kafka, topic)
         lake = LakeResource(root=root)
         started = time.perf_counter()
-        result = ingest(kafka, lake, topic=TOPIC, group_id=CONSUMER_GROUP, dataset=BRONZE_DATASET,
-                        with_partition_dates=with_partition_dates, max_records_per_partition=10_000_000)
+        result = ingest(
+            kafka,
+            lake,
+            topic=TOPIC,
+            group_id=CONSUMER_GROUP,
+            dataset=BRONZE_DATASET,
+            with_partition_dates=with_partition_dates,
+            max_records_per_partition=10_000_000,
+        )
         bronze_s = time.perf_counter() - started
         started = time.perf_counter()
         silver_rows = 0
         for date in sorted(result.rows_by_date):
             build = build_silver_partition(lake, date)
-            lake.replace_dir({"data.parquet": to_arrow(build.silver)}, "silver/clickstream_events", f"event_date={date}")
+            lake.replace_dir(
+                {"data.parquet": to_arrow(build.silver)}, "silver/clickstream_events", f"event_date={date}"
+            )
             silver_rows += len(build.silver)
         silver_s = time.perf_counter() - started
         total_s = bronze_s + silver_s
@@ -68,15 +78,33 @@ def main() -> None:
             "clickstream_ingest",
             {"events": args.events, "mean_event_bytes": round(size / records), "topic_partitions": 3},
             [
-                {"path": "bare kafka-python consume loop", "seconds": bare_s, "events_per_s": records / bare_s,
-                 "mb_per_s": mb / bare_s},
-                {"path": "platform: Kafka -> bronze (durable, committed)", "seconds": bronze_s,
-                 "events_per_s": result.records / bronze_s, "mb_per_s": mb / bronze_s},
-                {"path": "platform: bronze -> silver + quarantine", "seconds": silver_s,
-                 "events_per_s": result.records / silver_s, "mb_per_s": mb / silver_s},
-                {"path": "platform: Kafka -> bronze -> silver", "seconds": total_s,
-                 "events_per_s": result.records / total_s, "mb_per_s": mb / total_s,
-                 "ratio_to_bare": bare_s / total_s, "silver_rows": silver_rows, "peak_rss_mib": peak_rss_mib()},
+                {
+                    "path": "bare kafka-python consume loop",
+                    "seconds": bare_s,
+                    "events_per_s": records / bare_s,
+                    "mb_per_s": mb / bare_s,
+                },
+                {
+                    "path": "platform: Kafka -> bronze (durable, committed)",
+                    "seconds": bronze_s,
+                    "events_per_s": result.records / bronze_s,
+                    "mb_per_s": mb / bronze_s,
+                },
+                {
+                    "path": "platform: bronze -> silver + quarantine",
+                    "seconds": silver_s,
+                    "events_per_s": result.records / silver_s,
+                    "mb_per_s": mb / silver_s,
+                },
+                {
+                    "path": "platform: Kafka -> bronze -> silver",
+                    "seconds": total_s,
+                    "events_per_s": result.records / total_s,
+                    "mb_per_s": mb / total_s,
+                    "ratio_to_bare": bare_s / total_s,
+                    "silver_rows": silver_rows,
+                    "peak_rss_mib": peak_rss_mib(),
+                },
             ],
         )
 

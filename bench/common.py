@@ -47,8 +47,9 @@ def report(name: str, inputs: dict, rows: list[dict]) -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
     stamp = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
-    path.write_text(json.dumps({"benchmark": name, "at": stamp, "machine": machine(), "inputs": inputs,
-                                "results": rows}, indent=2))
+    path.write_text(
+        json.dumps({"benchmark": name, "at": stamp, "machine": machine(), "inputs": inputs, "results": rows}, indent=2)
+    )
     print(f"saved {path.relative_to(ROOT)}")
     return path
 
@@ -73,8 +74,12 @@ def kafka_broker() -> Iterator[str]:
         return
     with tempfile.TemporaryDirectory(prefix="bench-kafka-") as state:
         port = free_port()
-        env = {**os.environ, "KAFKA_PORT": str(port), "KAFKA_CONTROLLER_PORT": str(free_port()),
-               "KAFKA_STATE_DIR": state}
+        env = {
+            **os.environ,
+            "KAFKA_PORT": str(port),
+            "KAFKA_CONTROLLER_PORT": str(free_port()),
+            "KAFKA_STATE_DIR": state,
+        }
         subprocess.run([ROOT / "platform" / "kafka.sh", "start"], env=env, check=True)
         try:
             yield f"127.0.0.1:{port}"

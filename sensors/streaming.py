@@ -25,8 +25,17 @@ ACTIVE_STATUSES = [
 
 
 def kafka_ingest_sensor(
-    *, name: str, topic: str, group_id: str, job: UnresolvedAssetJobDefinition, asset_name: str
+    *,
+    name: str,
+    topic: str,
+    group_id: str,
+    job: UnresolvedAssetJobDefinition,
+    asset_name: str,
+    follow_seconds: float = 0.0,
 ) -> dg.SensorDefinition:
+    """`follow_seconds` > 0 asks the run to keep following the topic that long (the asset's config
+    must accept it)."""
+
     @dg.sensor(
         name=name,
         job=job,
@@ -51,7 +60,14 @@ def kafka_ingest_sensor(
             run_requests=[
                 dg.RunRequest(
                     run_config={
-                        "ops": {asset_name: {"config": {"until_offsets": {str(p): e for p, (_, e) in pending.items()}}}}
+                        "ops": {
+                            asset_name: {
+                                "config": {
+                                    "until_offsets": {str(p): e for p, (_, e) in pending.items()},
+                                    **({"follow_seconds": follow_seconds} if follow_seconds else {}),
+                                }
+                            }
+                        }
                     },
                     tags={"platform/topic": topic, "platform/pending_records": str(records)},
                 )
@@ -63,12 +79,17 @@ def kafka_ingest_sensor(
 
 
 def bronze_partitions_sensor(
-    *, name: str, bronze_asset: str, job: UnresolvedAssetJobDefinition, partitions_def: dg.PartitionsDefinition
+    *,
+    name: str,
+    bronze_asset: str,
+    job: UnresolvedAssetJobDefinition,
+    partitions_def: dg.PartitionsDefinition,
+    minimum_interval_seconds: int = 5,
 ) -> dg.SensorDefinition:
     @dg.sensor(
         name=name,
         job=job,
-        minimum_interval_seconds=5,
+        minimum_interval_seconds=minimum_interval_seconds,
         default_status=dg.DefaultSensorStatus.RUNNING,
         description=f"Rebuilds the date partitions that new {bronze_asset} data touched.",
     )

@@ -174,3 +174,38 @@ def test_crash_between_write_and_commit_rewrites_the_same_range(kafka, lake, res
     assert query("SELECT count(*) FROM t", lake) == [(30,)]
     run_pipeline(instance, resources)  # the next tick takes what arrived after the crash
     assert query("SELECT count(*), count(DISTINCT event_id) FROM t", lake) == [(31, 31)]
+
+
+def test_a_sensor_run_follows_the_topic_and_lands_each_micro_batch(kafka, lake, resources, instance):
+    import copy
+    import threading
+    import time
+
+    from tests.clickstream_pipeline import ASSETS
+
+    produce(kafka, [valid_event(NOON, user="early")])
+    request = tick(clickstream_kafka_sensor, instance, resources)[0].run_requests[0]
+    config = request.run_config["ops"]["bronze_clickstream_events"]["config"]
+    assert config["follow_seconds"] == 120
+    run_config = copy.deepcopy(request.run_config)
+    run_config["ops"]["bronze_clickstream_events"]["config"]["follow_seconds"] = 4
+
+    def late():
+        time.sleep(1.5)
+        produce(kafka, [valid_event(NOON + dt.timedelta(minutes=1), user="late")])
+
+    producer = threading.Thread(target=late)
+    producer.start()
+    result = dg.materialize(
+        ASSETS, selection=["bronze_clickstream_events"], run_config=run_config, resources=resources, instance=instance
+    )
+    producer.join()
+    assert result.success
+    # The message produced while the run was going is in silver, and each batch was its own materialization.
+    assert query("SELECT user_id FROM t ORDER BY 1", lake) == [("early",), ("late",)]
+    bronze = [
+        m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("bronze_clickstream_events")
+    ]
+    assert len(bronze) >= 3  # two micro-batches, then the run's own result
+    pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
+    assert all(start == end for start, end in pending.values())
