@@ -4,10 +4,11 @@ import hashlib
 
 import dagster as dg
 
+from assets.kafka_ingest import ACTIVE_RUN_STATUSES
 from assets.loans.parsing import CONSUMER_GROUP, TOPIC
 from assets.loans.raw import landed_files
 from resources import LakeResource
-from sensors.streaming import ACTIVE_STATUSES, kafka_ingest_sensor
+from sensors.streaming import kafka_ingest_sensor
 
 _DOWNSTREAM = [
     "loan_applications",
@@ -47,7 +48,7 @@ def loans_landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource
     files = landed_files(lake)
     if not files:
         return dg.SkipReason("no landed application files")
-    active = dg.RunsFilter(job_name=loans_batch_job.name, statuses=ACTIVE_STATUSES)
+    active = dg.RunsFilter(job_name=loans_batch_job.name, statuses=ACTIVE_RUN_STATUSES)
     if context.instance.get_run_records(active, limit=1):
         return dg.SkipReason("a batch run is in flight")
     # A file is new when its name, size or modification time is: the run key makes each version run once.

@@ -17,7 +17,7 @@ from assets.clickstream.silver import (
     silver_metadata,
     write_silver_partitions,
 )
-from assets.kafka_ingest import IngestResult, ingest
+from assets.kafka_ingest import IngestResult, ingest, wait_for_earlier_runs
 from assets.pandera_checks import validate_schema
 from resources import KafkaResource, LakeResource
 
@@ -111,6 +111,7 @@ def bronze_clickstream_events(
     For freshness, the same run then rebuilds the silver and quarantine dates it touched and records
     them as materializations of those partitions; gold and the silver checks follow in a run per date.
     Runs started by the Kafka sensor keep following the topic for a while (`follow_seconds`)."""
+    wait_for_earlier_runs(context)
     deadline = time.monotonic() + config.follow_seconds
     until = {int(p): o for p, o in config.until_offsets.items()} or None
     records, dates, failures = 0, set(), []
