@@ -60,6 +60,10 @@ MESSAGE_SCHEMA = pa.schema(
 )
 
 
+# Bronze as written to the lake: every message exactly as received, plus the date partition it belongs to.
+BRONZE_SCHEMA = MESSAGE_SCHEMA.append(pa.field("event_date", pa.date32()))
+
+
 @dataclass
 class IngestResult:
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last) offset

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 from dagster import ConfigurableResource
@@ -10,6 +11,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 from kafka.structs import OffsetAndMetadata
+from tqdm import tqdm
 
 
 class KafkaResource(ConfigurableResource):
@@ -46,6 +48,33 @@ class KafkaResource(ConfigurableResource):
 
     def producer(self, **overrides) -> KafkaProducer:
         return KafkaProducer(**self._common(), **overrides)
+
+    def send_all(
+        self,
+        topic: str,
+        messages: Iterable[tuple[bytes | None, bytes]],
+        *,
+        partitions: int = 3,
+        rate: float = 0,
+        progress_total: int | None = None,
+        **producer_overrides,
+    ) -> int:
+        """Send (key, value) messages to the logical `topic` (created with `partitions` if missing);
+        `rate` caps messages per second (0: as fast as possible); `progress_total` shows a progress bar."""
+        name = self.topic(topic)
+        self.ensure_topic(name, partitions)
+        producer = self.producer(linger_ms=5, acks="all", batch_size=256 * 1024, **producer_overrides)
+        if progress_total is not None:
+            messages = tqdm(messages, total=progress_total, unit="events", desc=f"producing to {name}")
+        started, sent = time.monotonic(), 0
+        for key, value in messages:
+            producer.send(name, value=value, key=key)
+            sent += 1
+            if rate and (ahead := sent / rate - (time.monotonic() - started)) > 0:
+                time.sleep(ahead)
+        producer.flush()
+        producer.close()
+        return sent
 
     def ensure_topic(self, topic: str, partitions: int) -> None:
         admin = KafkaAdminClient(**self._common())

@@ -13,10 +13,7 @@ import argparse
 import datetime as dt
 import json
 import random
-import time
 from collections.abc import Iterator
-
-from tqdm import tqdm
 
 from assets.clickstream.parsing import TOPIC
 
@@ -147,24 +144,10 @@ def generate(
 
 
 def produce(bootstrap: str, topic: str, messages: Iterator[tuple[bytes, bytes]], count: int, rate: float = 0) -> int:
-    """Send messages to Kafka with a progress bar; `rate` caps messages per second (0: as fast as possible)."""
+    """Send messages to Kafka with a progress bar; `rate` caps messages per second (0: unthrottled)."""
     from resources import KafkaResource
 
-    kafka = KafkaResource(bootstrap_servers=bootstrap)
-    kafka.ensure_topic(topic, partitions=3)
-    producer = kafka.producer(linger_ms=5, acks="all", batch_size=256 * 1024)
-    started = time.monotonic()
-    sent = 0
-    for key, value in tqdm(messages, total=count, unit="events", desc=f"producing to {topic}"):
-        producer.send(topic, value=value, key=key)
-        sent += 1
-        if rate:
-            ahead = sent / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    producer.flush()
-    producer.close()
-    return sent
+    return KafkaResource(bootstrap_servers=bootstrap).send_all(topic, messages, rate=rate, progress_total=count)
 
 
 def main() -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from assets.kafka_ingest import BRONZE_SCHEMA
 from resources.warehouse import engine
 
 # The first day a clickstream event may carry; anything earlier is an absurd timestamp.
@@ -17,18 +18,6 @@ FIRST_EVENT_DATE = "2023-01-01"
 # How far an event's own timestamp may run ahead of the broker's clock before it counts as absurd.
 MAX_CLOCK_SKEW = "1 hour"
 
-# Bronze as written to the lake: every message exactly as received, plus the partition it belongs to.
-BRONZE_SCHEMA = pa.schema(
-    [
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
-        ("key", pa.binary()),
-        ("payload", pa.binary()),
-        ("event_date", pa.date32()),
-    ]
-)
 
 _FIELDS_SQL = f"""
 WITH decoded AS (

@@ -7,6 +7,7 @@ from collections.abc import Callable
 import dagster as dg
 import pyarrow as pa
 
+from assets.kafka_ingest import BRONZE_SCHEMA
 from resources.warehouse import engine
 
 EVENTS_TOPIC = "fraud.checkout_risk_events"
@@ -30,18 +31,6 @@ FIRST_VALID_TIME = "2020-01-01 00:00:00+00"
 MAX_CLOCK_SKEW = "5 minutes"
 
 fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
-
-BRONZE_SCHEMA = pa.schema(
-    [
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
-        ("key", pa.binary()),
-        ("payload", pa.binary()),
-        ("event_date", pa.date32()),
-    ]
-)
 
 
 def sound_time_sql(text: str) -> str:

@@ -17,7 +17,6 @@ import argparse
 import datetime as dt
 import json
 import random
-import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -199,18 +198,7 @@ def generate_events(
 def produce(kafka, topic: str, messages, rate: float = 0, partitions: int = 3) -> int:
     """Send (key, value, ...) messages to the logical `topic` of `kafka` (a KafkaResource); `rate` caps
     messages per second (0: as fast as possible)."""
-    name = kafka.topic(topic)
-    kafka.ensure_topic(name, partitions)
-    producer = kafka.producer(linger_ms=5, acks="all", batch_size=256 * 1024)
-    started, sent = time.monotonic(), 0
-    for key, value, *_ in messages:
-        producer.send(name, value=value, key=key)
-        sent += 1
-        if rate and (ahead := sent / rate - (time.monotonic() - started)) > 0:
-            time.sleep(ahead)
-    producer.flush()
-    producer.close()
-    return sent
+    return kafka.send_all(topic, ((key, value) for key, value, *_ in messages), partitions=partitions, rate=rate)
 
 
 def main() -> None:

@@ -16,7 +16,6 @@ import csv
 import datetime as dt
 import io
 import random
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -124,17 +123,8 @@ def produce(bootstrap: str, rows: Iterator[list[str]], topic: str = TOPIC, rate:
 
     kafka = KafkaResource(bootstrap_servers=bootstrap, namespace=namespace)
     # One partition: the moving windows need one total arrival order.
-    kafka.ensure_topic(kafka.topic(topic), partitions=1)
-    producer = kafka.producer(linger_ms=5, acks="all", batch_size=256 * 1024, max_in_flight_requests_per_connection=1)
-    started, sent = time.monotonic(), 0
-    for fields in rows:
-        producer.send(kafka.topic(topic), value=to_message(fields))
-        sent += 1
-        if rate and (ahead := sent / rate - (time.monotonic() - started)) > 0:
-            time.sleep(ahead)
-    producer.flush()
-    producer.close()
-    return sent
+    messages = ((None, to_message(fields)) for fields in rows)
+    return kafka.send_all(topic, messages, partitions=1, rate=rate, max_in_flight_requests_per_connection=1)
 
 
 def csv_text(rows: list[list[str]]) -> str:
