@@ -112,7 +112,7 @@ def test_clickstream_on_s3_with_deterministic_object_names(kafka, s3_lake, wareh
     assert keys and all(k.split("/")[1].startswith(f"{topic}-") for k in keys)
     # Objects really are in the S3 server, under the configured prefix.
     listed = boto3.client("s3", endpoint_url=lake.s3_endpoint_url).list_objects_v2(
-        Bucket=bucket, Prefix="platform/silver/"
+        Bucket=bucket, Prefix=f"platform/{SILVER_DATASET}/"
     )
     assert {o["Key"] for o in listed["Contents"]} == {
         f"platform/{SILVER_DATASET}/event_date={d}/data.parquet" for d in dates
