@@ -11,7 +11,7 @@ from pandera.typing import Series
 from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
 from assets.clickstream.silver import (
     SILVER_WRITER_POOL,
-    SilverBuild,
+    SilverSummary,
     clickstream_daily_partitions,
     quarantine_metadata,
     silver_metadata,
@@ -58,7 +58,7 @@ def ingest_clickstream(
     until: dict[int, int] | None = None,
     max_records_per_partition: int = 500_000,
     log=None,
-) -> tuple[IngestResult, dict[str, SilverBuild]]:
+) -> tuple[IngestResult, dict[str, SilverSummary]]:
     """One streaming micro-batch: pending Kafka records into bronze (committed), then the silver dates
     they touched rebuilt. The touched dates are marked in the lake before the commit and unmarked after
     their silver rebuild, so a crash in between is repaired by the next run."""

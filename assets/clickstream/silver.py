@@ -149,12 +149,26 @@ QUARANTINE_RATE_THRESHOLD = 0.05
 SILVER_WRITER_POOL = "clickstream_silver_writer"
 
 
-def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, SilverBuild]:
+@dataclass(frozen=True)
+class SilverSummary:
+    """What a date's rebuild wrote (the rows themselves are in the lake, not kept in memory)."""
+
+    rows: int
+    quarantined: int
+    bronze_rows: int
+    duplicates: int
+    reasons: dict[str, int]
+
+
+def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, SilverSummary]:
     """Rebuild silver and quarantine for `event_dates` from bronze, replacing exactly those dates.
     Used by the silver asset (materializations, backfills) and by the streaming ingest run."""
-    builds = {}
+    summaries = {}
     for event_date in event_dates:
-        build = builds[event_date] = build_silver_partition(lake, event_date)
+        build = build_silver_partition(lake, event_date)
+        summaries[event_date] = SilverSummary(
+            len(build.silver), len(build.quarantine), build.bronze_rows, build.duplicates, build.reasons()
+        )
         silver = to_arrow(build.silver).cast(SILVER_ARROW_SCHEMA)
         quarantine = to_arrow(build.quarantine).cast(QUARANTINE_ARROW_SCHEMA)
         lake.replace_dir({"data.parquet": silver}, SILVER_DATASET, f"event_date={event_date}")
@@ -165,7 +179,7 @@ def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None
                 f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, {build.duplicates} "
                 f"duplicates, {len(build.quarantine)} quarantined {build.reasons()}"
             )
-    return builds
+    return summaries
 
 
 def _stats_key(event_date: str) -> tuple[str, str]:
@@ -173,16 +187,16 @@ def _stats_key(event_date: str) -> tuple[str, str]:
     return (f"{SILVER_DATASET}_stats", f"event_date={event_date}.json")
 
 
-def silver_metadata(build: SilverBuild) -> dict:
+def silver_metadata(build: SilverSummary) -> dict:
     return {
-        "dagster/row_count": len(build.silver),
+        "dagster/row_count": build.rows,
         "duplicates_removed": build.duplicates,
         "bronze_rows": build.bronze_rows,
     }
 
 
-def quarantine_metadata(build: SilverBuild) -> dict:
-    return {"dagster/row_count": len(build.quarantine), "reasons": dg.MetadataValue.json(build.reasons())}
+def quarantine_metadata(build: SilverSummary) -> dict:
+    return {"dagster/row_count": build.quarantined, "reasons": dg.MetadataValue.json(build.reasons)}
 
 
 @dg.multi_asset(
@@ -224,14 +238,14 @@ def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
         yield dg.MaterializeResult(asset_key="silver_clickstream_events", metadata=silver_metadata(build))
         yield dg.MaterializeResult(asset_key="quarantine_clickstream_events", metadata=quarantine_metadata(build))
         return
-    totals = {"dates": dg.MetadataValue.json({d: len(b.silver) for d, b in builds.items()})}
+    totals = {"dates": dg.MetadataValue.json({d: b.rows for d, b in builds.items()})}
     yield dg.MaterializeResult(
         asset_key="silver_clickstream_events",
-        metadata={"dagster/row_count": sum(len(b.silver) for b in builds.values()), **totals},
+        metadata={"dagster/row_count": sum(b.rows for b in builds.values()), **totals},
     )
     yield dg.MaterializeResult(
         asset_key="quarantine_clickstream_events",
-        metadata={"dagster/row_count": sum(len(b.quarantine) for b in builds.values())},
+        metadata={"dagster/row_count": sum(b.quarantined for b in builds.values())},
     )
 
 
