@@ -18,14 +18,16 @@ from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_as
 from assets.warehouse.contracts import warehouse_daily_partitions
 from resources import WarehouseResource
 
+# dagster-dbt runs the `dbt` on PATH; fall back to the one installed beside this interpreter.
+DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
+
 warehouse_dbt_project = DbtProject(project_dir=Path(__file__).resolve().parents[2] / "dbt")
 # A clean clone has no manifest yet: parse once so the asset graph can load (`dagster dev` re-parses).
 if not warehouse_dbt_project.manifest_path.exists():
-    warehouse_dbt_project.preparer.prepare(warehouse_dbt_project)
+    DbtCliResource(project_dir=warehouse_dbt_project, dbt_executable=DBT_EXECUTABLE).cli(
+        ["parse"], target_path=warehouse_dbt_project.target_path
+    ).wait()
 warehouse_dbt_project.prepare_if_dev()
-
-# dagster-dbt runs the `dbt` on PATH; fall back to the one installed beside this interpreter.
-DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
 MARTS_SCHEMA = "marts"
 PREVIEW_ROWS = 20
 
