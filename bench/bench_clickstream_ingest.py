@@ -29,7 +29,7 @@ def bare_consume(kafka: KafkaResource, topic: str) -> tuple[int, int, float]:
         ends = c.end_offsets(tps)
         records = size = 0
         started = time.perf_counter()
-        while any(c.position(tp) < ends[tp] for tp in tps):
+        while any((c.position(tp) or 0) < ends[tp] for tp in tps):
             for batch in c.poll(timeout_ms=500, max_records=50_000).values():
                 records += len(batch)
                 size += sum(len(r.value or b"") for r in batch)

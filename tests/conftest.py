@@ -76,8 +76,14 @@ def postgres_server() -> Iterator[dict]:
 
     state = tempfile.mkdtemp(prefix="pg-test-")
     os.chmod(state, 0o755)
-    settings = {"POSTGRES_PORT": str(free_port()), "POSTGRES_STATE_DIR": state, "POSTGRES_USER": "commerce",
-                "POSTGRES_PASSWORD": "test-password", "POSTGRES_DB": "commerce", "POSTGRES_FSYNC": "off"}
+    settings = {
+        "POSTGRES_PORT": str(free_port()),
+        "POSTGRES_STATE_DIR": state,
+        "POSTGRES_USER": "commerce",
+        "POSTGRES_PASSWORD": "test-password",
+        "POSTGRES_DB": "commerce",
+        "POSTGRES_FSYNC": "off",
+    }
     env = {**os.environ, **settings}
     started = subprocess.run([ROOT / "platform" / "postgres.sh", "start"], env=env, capture_output=True, text=True)
     if started.returncode != 0:

@@ -80,7 +80,7 @@ def commerce_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, 
         for event in marts:
             table = f"{MARTS_SCHEMA}.{event.output_name}"
             preview = conn.execute(f"SELECT * FROM {table} ORDER BY ALL DESC LIMIT {PREVIEW_ROWS}").df()
-            rows = conn.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            rows = (conn.execute(f"SELECT count(*) FROM {table}").fetchone() or (0,))[0]
             yield event.with_metadata(
                 {
                     **event.metadata,

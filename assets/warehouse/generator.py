@@ -16,6 +16,7 @@ import io
 import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -161,7 +162,7 @@ def generate(n_orders: int, start: str = "2026-01-01", days: int = 10, seed: int
         "orders": order_versions,
         "order_positions": pd.concat([positions, corrected], ignore_index=True),
     }
-    return {name: frame[list(ENTITIES[name].columns)] for name, frame in frames.items()}
+    return {name: cast(pd.DataFrame, frame[list(ENTITIES[name].columns)]) for name, frame in frames.items()}
 
 
 def landing_mask(versions: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
@@ -169,13 +170,14 @@ def landing_mask(versions: dict[str, pd.DataFrame]) -> dict[str, pd.Series]:
     franchise shops, and the full shop list and catalogue (which PostgreSQL holds as well)."""
     franchise = set(versions["shops"].loc[versions["shops"]["channel"] == "franchise", "shop_id"])
     franchise_orders = versions["orders"].loc[versions["orders"]["shop_id"].isin(franchise)]
-    return {
+    masks = {
         "shops": pd.Series(True, index=versions["shops"].index),
         "products": pd.Series(True, index=versions["products"].index),
         "customers": versions["customers"]["customer_id"].isin(set(franchise_orders["customer_id"])),
         "orders": versions["orders"]["order_id"].isin(set(franchise_orders["order_id"])),
         "order_positions": versions["order_positions"]["order_id"].isin(set(franchise_orders["order_id"])),
     }
+    return cast(dict[str, pd.Series], masks)
 
 
 def publish(versions: dict[str, pd.DataFrame], conn, landing_root: str | Path, start: str, end: str) -> dict:
@@ -227,7 +229,7 @@ def write_landing(root: str | Path, entity_name: str, day: str, frame: pd.DataFr
 def main() -> None:
     import psycopg2
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--orders", type=int, default=10_000)
     parser.add_argument("--start", default="2026-01-01")
     parser.add_argument("--days", type=int, default=10)

@@ -4,6 +4,7 @@ drift included, so every later layer can be rebuilt from it."""
 
 import io
 from datetime import timedelta
+from typing import cast
 
 import dagster as dg
 import duckdb
@@ -133,7 +134,7 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
                 start_dt = warehouse_daily_partitions.time_window_for_partition_key(day).start
                 end = (start_dt + timedelta(days=1)).isoformat()
                 table = extract_postgres(postgres, entity, start_dt.isoformat(), end)
-                checkpoint = lake.read_json("commerce", "_checkpoints", f"{name}.json") or {}
+                checkpoint = cast(dict, lake.read_json("commerce", "_checkpoints", f"{name}.json") or {})
                 high_water = max(table["updated_at"].to_pylist(), default=None) if table.num_rows else None
                 checkpoint[day] = {"rows": table.num_rows, "window_end": end, "max_updated_at": str(high_water)}
             else:

@@ -135,7 +135,7 @@ def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.Da
             empty = ", ".join(f"NULL::{DUCKDB_TYPES[f]} AS {c}" for c, f in entity.columns.items())
             selects.append(f"SELECT {empty}, '' AS source, '' AS processing_date, '' AS _invalid WHERE false")
         conn.execute(f"CREATE TABLE typed AS {' UNION ALL '.join(selects)}")
-        received = conn.execute("SELECT count(*) FROM typed").fetchone()[0]
+        received = (conn.execute("SELECT count(*) FROM typed").fetchone() or (0,))[0]
         staged = conn.execute(
             f"SELECT * EXCLUDE (_invalid) FROM typed WHERE _invalid = '' "
             f"QUALIFY row_number() OVER (PARTITION BY {entity.key} "
