@@ -100,7 +100,12 @@ def bronze_partitions_sensor(
     job: UnresolvedAssetJobDefinition,
     partitions_def: dg.PartitionsDefinition,
     minimum_interval_seconds: int = 5,
+    one_run_per_tick: bool = False,
 ) -> dg.SensorDefinition:
+    """`one_run_per_tick`: the touched dates of a tick are rebuilt by a single run over the range from
+    the first to the last of them (the job's assets must accept ranges: single-run backfill policy),
+    instead of one run per date: each run costs a process start that loads the code location."""
+
     @dg.sensor(
         name=name,
         job=job,
@@ -126,11 +131,13 @@ def bronze_partitions_sensor(
         for date in sorted(dates - known):
             context.log.warning(f"{bronze_asset} has data for {date}, outside the partitions; it waits in bronze")
         last = records[-1].storage_id
-        return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(partition_key=date, run_key=f"{name}:{date}:{last}") for date in sorted(dates & known)
-            ],
-            cursor=str(last),
-        )
+        touched = sorted(dates & known)
+        if one_run_per_tick and len(touched) > 1:
+            first, final = touched[0], touched[-1]
+            range_tags = {"dagster/asset_partition_range_start": first, "dagster/asset_partition_range_end": final}
+            requests = [dg.RunRequest(run_key=f"{name}:{first}...{final}:{last}", tags=range_tags)]
+        else:
+            requests = [dg.RunRequest(partition_key=date, run_key=f"{name}:{date}:{last}") for date in touched]
+        return dg.SensorResult(run_requests=requests, cursor=str(last))
 
     return _sensor

@@ -61,13 +61,14 @@ def run_date(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.Exe
     )
 
 
-def run_gold(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.ExecuteInProcessResult:
-    """What the partitions sensor's run does: silver checks (blocking), then gold, for one date."""
+def run_gold(instance: dg.DagsterInstance, resources: dict, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
+    """What a partitions-sensor run does: silver checks (blocking), then gold, for its date or range."""
     return dg.materialize(
         [*ASSETS, *CHECKS],
         selection=dg.AssetSelection.groups("clickstream_gold")
         | dg.AssetSelection.checks_for_assets("silver_clickstream_events", "quarantine_clickstream_events"),
-        partition_key=date,
+        partition_key=request.partition_key,
+        tags=request.tags,
         resources=resources,
         instance=instance,
     )
@@ -75,16 +76,21 @@ def run_gold(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.Exe
 
 def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | None = None) -> list[str]:
     """One Kafka sensor tick and its ingest run (bronze, then silver for the touched dates), then one
-    partitions-sensor tick and its runs (silver checks and gold per date). Returns the dates."""
+    partitions-sensor tick and its run (silver checks and gold over the touched dates). Returns the
+    touched dates."""
     result, _ = tick(clickstream_kafka_sensor, instance, resources)
     assert isinstance(result, dg.SensorResult), result
+    touched: set[str] = set()
     for request in result.run_requests or []:
-        assert run_ingest(instance, resources, request).success
+        ingest = run_ingest(instance, resources, request)
+        assert ingest.success
+        for materialized in ingest.get_asset_materialization_events():
+            if materialized.asset_key == dg.AssetKey("bronze_clickstream_events"):
+                touched.update(materialized.materialization.metadata["event_dates"].value)  # type: ignore[arg-type]
     result, _ = tick(clickstream_partitions_sensor, instance, resources, cursor)
-    dates = [r.partition_key for r in result.run_requests or []] if isinstance(result, dg.SensorResult) else []
-    for date in dates:
-        assert run_gold(instance, resources, date).success
-    return dates
+    for request in result.run_requests or [] if isinstance(result, dg.SensorResult) else []:
+        assert run_gold(instance, resources, request).success
+    return sorted(touched)
 
 
 def query(sql: str, lake: LakeResource, dataset: str = SILVER_DATASET):

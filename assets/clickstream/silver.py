@@ -255,20 +255,22 @@ def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
 def _per_date(context: dg.AssetCheckExecutionContext, lake: LakeResource, evaluate) -> dg.AssetCheckResult:
     """Evaluate a check on each date of the run; it passes when every date passes."""
     results = {d: evaluate(lake, d, context) for d in context.partition_keys}
-    failed = {d: meta for d, (ok, meta) in results.items() if not ok}
     if len(results) == 1:
         ((ok, meta),) = results.values()
         return dg.AssetCheckResult(passed=ok, metadata=meta)
+    plain = {d: {k: getattr(v, "value", v) for k, v in meta.items()} for d, (_, meta) in results.items()}
+    failed = {d: plain[d] for d, (ok, _) in results.items() if not ok}
+    counts = {k for meta in plain.values() for k, v in meta.items() if type(v) is int}
+    totals = {k: sum(int(meta.get(k, 0)) for meta in plain.values()) for k in counts}
     return dg.AssetCheckResult(
-        passed=not failed, metadata={"dates": len(results), "failed_dates": dg.MetadataValue.json(failed)}
+        passed=not failed,
+        metadata={**totals, "dates": len(results), "failed_dates": dg.MetadataValue.json(failed)},
     )
 
 
 def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
     table = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
-    if table is None:
-        return pd.DataFrame({c: pd.Series(dtype=object) for c in SILVER_COLUMNS})
-    frame = table.to_pandas()
+    frame = (table if table is not None else SILVER_ARROW_SCHEMA.empty_table()).to_pandas()
     frame["event_date"] = frame["event_date"].astype(str)
     return frame
 
