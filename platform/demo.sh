@@ -41,5 +41,20 @@ if [[ ! -f .local/demo-fraud.done ]]; then
 fi
 # --- end of fraud --------------------------------------------------------------------------------
 
+# --- Commerce warehouse (seeds 002 and 003; assets/warehouse, dbt/) -----------------------------------
+# A real PostgreSQL source and landing files for the last 10 days; in the UI, backfill
+# commerce_warehouse_job over those dates (or wait for its nightly schedule).
+#   DEMO_ORDERS   orders generated (default 10000)
+if platform/postgres.sh start; then
+  if [[ ! -f .local/demo-warehouse.done ]]; then
+    echo "[demo] warehouse: filling PostgreSQL and $LANDING_ROOT with 10 days of commerce data"
+    $py -m assets.warehouse.generator --orders "${DEMO_ORDERS:-10000}" --start "$(date -u -d '-10 days' +%F)" \
+        --days 10 && touch .local/demo-warehouse.done
+  fi
+else
+  echo "[demo] warehouse: PostgreSQL could not start (apt-get install postgresql-15); the other domains run on"
+fi
+# --- end of warehouse ----------------------------------------------------------------------------
+
 echo "[demo] starting Dagster on http://127.0.0.1:3000 (Ctrl-C stops it; 'make stop' stops Kafka)"
 .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
