@@ -117,15 +117,16 @@ class LakeResource(ConfigurableResource):
         pq.write_table(table, buffer, compression="zstd")
         return self.put(buffer.getvalue(), *parts)
 
-    def read_dataset(self, *parts: str) -> pa.Table | None:
-        """Every Parquet file under the folder `parts` as one table (None when there is none)."""
+    def read_dataset(self, *parts: str, columns: list[str] | None = None) -> pa.Table | None:
+        """Every Parquet file under the folder `parts` as one table (None when there is none);
+        `columns` reads only those."""
         keys = self.list_keys(*parts)
         if not keys:
             return None
         if self.is_s3:
-            tables = [pq.read_table(io.BytesIO(self.get(*parts, k) or b"")) for k in keys]
+            tables = [pq.read_table(io.BytesIO(self.get(*parts, k) or b""), columns=columns) for k in keys]
         else:
-            tables = [pq.read_table(self.path(*parts, k)) for k in keys]
+            tables = [pq.read_table(self.path(*parts, k), columns=columns) for k in keys]
         return pa.concat_tables(tables, promote_options="default")
 
     def write_json(self, value: object, *parts: str) -> None:
