@@ -68,8 +68,11 @@ BRONZE_SCHEMA = MESSAGE_SCHEMA.append(pa.field("event_date", pa.date32()))
 class IngestResult:
     ranges: dict[int, tuple[int, int]] = field(default_factory=dict)  # partition -> (first, last) offset
     rows_by_date: dict[str, int] = field(default_factory=dict)
+    # Dates where a file of this range was already there: a retry or a replay of offsets already in
+    # bronze, which rewrites the same files. Whatever was derived from them incrementally needs a rebuild.
+    rewritten_dates: set[str] = field(default_factory=set)
     files: list[str] = field(default_factory=list)
-    bronze: pa.Table | None = None  # the rows written, for checks on the batch
+    bronze: pa.Table | None = None  # the rows written (and what the domain parsed from them)
 
     @property
     def records(self) -> int:
@@ -103,9 +106,9 @@ def read_range(
     kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 120.0
 ) -> pa.Table:
     """Exactly the records in `ranges`, as an Arrow table in MESSAGE_SCHEMA."""
-    columns: dict[str, list] = {name: [] for name in MESSAGE_SCHEMA.names}
+    batches: list[pa.RecordBatch] = []
     if not ranges:
-        return pa.Table.from_pydict(columns, schema=MESSAGE_SCHEMA)
+        return MESSAGE_SCHEMA.empty_table()
     with kafka.consumer(None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024) as consumer:
         tps = {p: TopicPartition(topic, p) for p in ranges}
         consumer.assign(list(tps.values()))
@@ -122,19 +125,28 @@ def read_range(
                 last = remaining.get(tp.partition)
                 if last is None:
                     continue
-                for r in records:
-                    if r.offset > last:
-                        break
-                    columns["topic"].append(topic)
-                    columns["partition"].append(r.partition)
-                    columns["offset"].append(r.offset)
-                    columns["kafka_timestamp"].append(r.timestamp)
-                    columns["key"].append(r.key)
-                    columns["payload"].append(r.value)
+                if records and records[-1].offset > last:
+                    records = [r for r in records if r.offset <= last]
+                if records:  # one column at a time: far cheaper than a row at a time
+                    batches.append(
+                        pa.RecordBatch.from_arrays(
+                            [
+                                pa.array([topic] * len(records), pa.string()),
+                                pa.array([tp.partition] * len(records), pa.int32()),
+                                pa.array([r.offset for r in records], pa.int64()),
+                                pa.array([r.timestamp for r in records], pa.int64()).cast(
+                                    MESSAGE_SCHEMA.field("kafka_timestamp").type
+                                ),
+                                pa.array([r.key for r in records], pa.binary()),
+                                pa.array([r.value for r in records], pa.binary()),
+                            ],
+                            schema=MESSAGE_SCHEMA,
+                        )
+                    )
                 if (records and records[-1].offset >= last) or (consumer.position(tp) or 0) > last:
                     del remaining[tp.partition]
                     consumer.pause(tp)
-    return pa.Table.from_pydict(columns, schema=MESSAGE_SCHEMA)
+    return pa.Table.from_batches(batches, schema=MESSAGE_SCHEMA)
 
 
 def ingest(
@@ -152,7 +164,9 @@ def ingest(
 ) -> IngestResult:
     """Move one pending range of `topic` into `dataset` in the lake and commit it; see module doc.
 
-    `with_partition_dates` adds an `event_date` column (the date partition each message belongs to).
+    `with_partition_dates` adds an `event_date` column (the date partition each message belongs to),
+    and may add what else the domain parses from the messages: only BRONZE_SCHEMA's columns are written,
+    the whole table is returned (`IngestResult.bronze`) for the domain's next step.
     Files land at `<dataset>/event_date=<date>/<topic>-<partition>-<first>-<last>.parquet`. Topic and
     group are logical names, resolved in the Kafka resource's namespace. `on_durable` runs once the
     files are durable and before the commit: whatever it records survives a crash at the commit.
@@ -171,13 +185,16 @@ def ingest(
             f"expected {result.records} records from {topic!r} {result.ranges}, got {messages.num_rows}: "
             "the log was truncated or compacted under the range"
         )
-    bronze = result.bronze = with_partition_dates(messages)
+    result.bronze = with_partition_dates(messages)
+    bronze = result.bronze.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
     for p, (first, last) in result.ranges.items():
         in_partition = bronze.filter(pc.equal(bronze["partition"], p))
         for date in pc.unique(in_partition["event_date"]).to_pylist():
             rows = in_partition.filter(pc.equal(in_partition["event_date"], date))
             key = date.isoformat()
             name = f"{topic}-{p}-{first:012d}-{last:012d}.parquet"
+            if lake.exists(dataset, f"event_date={key}", name):
+                result.rewritten_dates.add(key)
             result.files.append(str(lake.write_parquet(rows, dataset, f"event_date={key}", name)))
             result.rows_by_date[key] = result.rows_by_date.get(key, 0) + rows.num_rows
             failpoint("mid_write")

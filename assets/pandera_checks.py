@@ -43,6 +43,56 @@ def schema_check_result(
     )
 
 
+def _sql_literal(value) -> str:
+    return "'" + str(value).replace("'", "''") + "'" if isinstance(value, str) else repr(value)
+
+
+def _check_sql(column: str, check) -> str:
+    """SQL that is true when the non-null value `column` fails the Pandera `check`."""
+    stats = check.statistics
+    text = f"CAST({column} AS VARCHAR)"
+    match check.name:
+        case "isin":
+            return f"{column} NOT IN ({', '.join(_sql_literal(v) for v in stats['allowed_values'])})"
+        case "notin":
+            return f"{column} IN ({', '.join(_sql_literal(v) for v in stats['forbidden_values'])})"
+        case "str_length":
+            if stats.get("exact_value") is not None:
+                return f"length({text}) <> {stats['exact_value']}"
+            bounds = [f"length({text}) < {stats['min_value']}"] if stats.get("min_value") is not None else []
+            bounds += [f"length({text}) > {stats['max_value']}"] if stats.get("max_value") is not None else []
+            return " OR ".join(bounds) or "false"
+        case "str_matches":  # Pandera anchors the pattern at the start, like re.match
+            return f"NOT regexp_matches({text}, {_sql_literal('^(?:' + stats['pattern'] + ')')})"
+        case "greater_than_or_equal_to":
+            return f"{column} < {_sql_literal(stats['min_value'])}"
+        case "less_than_or_equal_to":
+            return f"{column} > {_sql_literal(stats['max_value'])}"
+        case "greater_than":
+            return f"{column} <= {_sql_literal(stats['min_value'])}"
+        case "less_than":
+            return f"{column} >= {_sql_literal(stats['max_value'])}"
+    raise NotImplementedError(f"Pandera check {check.name!r} on {column!r} has no SQL translation yet")
+
+
+def violations_sql(model: type[pa.DataFrameModel]) -> str:
+    """A DuckDB expression over `model`'s columns: NULL when a row satisfies the model's value rules,
+    else its failures as '; '-joined reasons (`missing_field:<col>` for a null in a required column,
+    `unknown_value:<col>` for a value outside an allowed set, `invalid_value:<col>` for any other
+    failed check). Routing rows in SQL is what makes ingest fast; the model itself still validates
+    every written partition (the schema check), so the two cannot drift apart unnoticed."""
+    cases = []
+    for name, column in model.to_schema().columns.items():
+        quoted = f'"{name}"'
+        if not column.nullable:
+            cases.append(f"CASE WHEN {quoted} IS NULL THEN 'missing_field:{name}' END")
+        for check in column.checks:
+            label = "unknown_value" if check.name == "isin" else "invalid_value"
+            cases.append(f"CASE WHEN {quoted} IS NOT NULL AND ({_check_sql(quoted, check)}) THEN '{label}:{name}' END")
+    reasons = f"list_sort(list_distinct(list_filter([{', '.join(cases)}], r -> r IS NOT NULL)))"
+    return f"nullif(array_to_string({reasons}, '; '), '')"
+
+
 def to_arrow(frame: pd.DataFrame, date_columns: tuple[str, ...] = ("event_date",)) -> pyarrow.Table:
     """`frame` as Arrow, with ISO date strings (how pandas carries dates here) stored as real dates."""
     table = pyarrow.Table.from_pandas(frame, preserve_index=False)

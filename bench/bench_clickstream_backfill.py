@@ -14,8 +14,8 @@ import pyarrow as pa
 
 from assets.clickstream import bronze, gold, silver
 from assets.clickstream.generator import generate
-from assets.clickstream.parsing import BRONZE_DATASET, with_partition_dates
-from assets.kafka_ingest import MESSAGE_SCHEMA
+from assets.clickstream.parsing import BRONZE_DATASET, parse_messages
+from assets.kafka_ingest import BRONZE_SCHEMA, MESSAGE_SCHEMA
 from bench.common import peak_rss_mib, pin_to_one_core, report
 from resources import KafkaResource, LakeResource, WarehouseResource
 
@@ -40,7 +40,7 @@ def land_bronze(lake: LakeResource, days: int, per_day: int) -> None:
             },
             schema=MESSAGE_SCHEMA,
         )
-        rows = with_partition_dates(table)
+        rows = parse_messages(table).select(BRONZE_SCHEMA.names)
         name = f"clickstream.events-0-{offset:012d}-{offset + per_day - 1:012d}.parquet"
         lake.write_parquet(rows, BRONZE_DATASET, f"event_date={FIRST_DAY + dt.timedelta(days=day)}", name)
         offset += per_day

@@ -11,11 +11,9 @@ import time
 
 from kafka import TopicPartition
 
+from assets.clickstream.bronze import check_bronze_batch, ingest_clickstream
 from assets.clickstream.generator import generate, produce
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
-from assets.clickstream.silver import build_silver_partition
-from assets.kafka_ingest import ingest
-from assets.pandera_checks import to_arrow
+from assets.clickstream.parsing import TOPIC
 from bench.common import kafka_broker, peak_rss_mib, pin_to_one_core, report
 from resources import KafkaResource, LakeResource
 
@@ -53,30 +51,26 @@ def main() -> None:
         records, size, bare_s = bare_consume(kafka, topic)
         lake = LakeResource(root=root)
         started = time.perf_counter()
-        result = ingest(
-            kafka,
-            lake,
-            topic=TOPIC,
-            group_id=CONSUMER_GROUP,
-            dataset=BRONZE_DATASET,
-            with_partition_dates=with_partition_dates,
-            max_records_per_partition=10_000_000,
-        )
-        bronze_s = time.perf_counter() - started
+        # The ingest run's own step: Kafka -> bronze (durable, committed) -> silver + quarantine.
+        result, builds = ingest_clickstream(kafka, lake, max_records_per_partition=args.events)
+        total_s = time.perf_counter() - started
         started = time.perf_counter()
-        silver_rows = 0
-        for date in sorted(result.rows_by_date):
-            build = build_silver_partition(lake, date)
-            lake.replace_dir(
-                {"data.parquet": to_arrow(build.silver)}, "silver/clickstream_events", f"event_date={date}"
-            )
-            silver_rows += len(build.silver)
-        silver_s = time.perf_counter() - started
-        total_s = bronze_s + silver_s
+        passed, _ = check_bronze_batch(result.bronze)
+        check_s = time.perf_counter() - started
+        silver_rows = sum(b.rows for b in builds.values())
+        quarantined = sum(b.quarantined for b in builds.values())
+        duplicates = sum(b.duplicates for b in builds.values())
+        assert passed and silver_rows + quarantined + duplicates == result.records == records
         mb = size / 1e6
         report(
             "clickstream_ingest",
-            {"events": args.events, "mean_event_bytes": round(size / records), "topic_partitions": 3},
+            {
+                "events": args.events,
+                "mean_event_bytes": round(size / records),
+                "topic_partitions": 3,
+                "duplicate_rate": 0.01,
+                "invalid_rate": 0.005,
+            },
             [
                 {
                     "path": "bare kafka-python consume loop",
@@ -85,25 +79,20 @@ def main() -> None:
                     "mb_per_s": mb / bare_s,
                 },
                 {
-                    "path": "platform: Kafka -> bronze (durable, committed)",
-                    "seconds": bronze_s,
-                    "events_per_s": result.records / bronze_s,
-                    "mb_per_s": mb / bronze_s,
-                },
-                {
-                    "path": "platform: bronze -> silver + quarantine",
-                    "seconds": silver_s,
-                    "events_per_s": result.records / silver_s,
-                    "mb_per_s": mb / silver_s,
-                },
-                {
                     "path": "platform: Kafka -> bronze -> silver",
                     "seconds": total_s,
                     "events_per_s": result.records / total_s,
                     "mb_per_s": mb / total_s,
                     "ratio_to_bare": bare_s / total_s,
                     "silver_rows": silver_rows,
+                    "quarantined": quarantined,
+                    "duplicates": duplicates,
                     "peak_rss_mib": peak_rss_mib(),
+                },
+                {
+                    "path": "bronze batch check (Pandera, per batch)",
+                    "seconds": check_s,
+                    "events_per_s": result.records / check_s,
                 },
             ],
         )

@@ -80,6 +80,18 @@ class LakeResource(ConfigurableResource):
         target = self.path(*parts)
         return target.read_bytes() if target.exists() else None
 
+    def exists(self, *parts: str) -> bool:
+        if self.is_s3:
+            bucket, key = self._s3_location(*parts)
+            try:
+                self._client().head_object(Bucket=bucket, Key=key)
+                return True
+            except self._client().exceptions.ClientError as error:
+                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                    return False
+                raise
+        return self.path(*parts).is_file()
+
     def list_keys(self, *parts: str, suffix: str = ".parquet") -> list[str]:
         """Keys (relative to `parts`) of every object under the folder `parts`, recursively, sorted."""
         if self.is_s3:

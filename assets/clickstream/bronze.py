@@ -6,13 +6,15 @@ import dagster as dg
 import numpy as np
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.typing import Series
 
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, with_partition_dates
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, parse_messages
 from assets.clickstream.silver import (
     SILVER_WRITER_POOL,
     SilverSummary,
     clickstream_daily_partitions,
+    merge_silver_batch,
     quarantine_metadata,
     silver_metadata,
     write_silver_partitions,
@@ -26,12 +28,13 @@ DIRTY = "_silver_pending"
 
 
 class BronzeClickstreamMessage(pa.DataFrameModel):
+    """Where each message of a batch came from: one row per Kafka offset. (Key and payload are the
+    bytes as received, typed by the bronze Arrow schema; the check leaves them out to stay cheap.)"""
+
     topic: Series[str]
     partition: Series[np.int32] = pa.Field(ge=0)
     offset: Series[int] = pa.Field(ge=0)
     kafka_timestamp: Series[pd.DatetimeTZDtype] = pa.Field(dtype_kwargs={"unit": "ms", "tz": "UTC"})
-    key: Series[object] = pa.Field(nullable=True)
-    payload: Series[object] = pa.Field(nullable=True)
     event_date: Series[object]
 
     @pa.dataframe_check
@@ -59,29 +62,36 @@ def ingest_clickstream(
     max_records_per_partition: int = 500_000,
     log=None,
 ) -> tuple[IngestResult, dict[str, SilverSummary]]:
-    """One streaming micro-batch: pending Kafka records into bronze (committed), then the silver dates
-    they touched rebuilt. The touched dates are marked in the lake before the commit and unmarked after
-    their silver rebuild, so a crash in between is repaired by the next run."""
+    """One streaming micro-batch: pending Kafka records into bronze (committed), then merged into the
+    silver dates they touched. The touched dates are marked in the lake before the commit and unmarked
+    after the merge; a date still marked when a run starts was left half-done by a crash and is rebuilt
+    from bronze."""
 
     def mark_dirty(durable: IngestResult) -> None:
         for event_date in durable.rows_by_date:
             lake.put(b"", BRONZE_DATASET, DIRTY, event_date)
 
+    known = set(clickstream_daily_partitions.get_partition_keys())
+    left_by_crash = set(lake.list_keys(BRONZE_DATASET, DIRTY, suffix="")) & known
     result = ingest(
         kafka,
         lake,
         topic=TOPIC,
         group_id=CONSUMER_GROUP,
         dataset=BRONZE_DATASET,
-        with_partition_dates=with_partition_dates,
+        with_partition_dates=parse_messages,
         until=until,
         max_records_per_partition=max_records_per_partition,
         on_progress=log.info if log else lambda _: None,
         on_durable=mark_dirty,
     )
-    dirty = set(lake.list_keys(BRONZE_DATASET, DIRTY, suffix=""))
-    dates = sorted((dirty | set(result.rows_by_date)) & set(clickstream_daily_partitions.get_partition_keys()))
-    builds = write_silver_partitions(lake, dates, log)
+    # A date an earlier run left half-done, or whose bronze files the batch rewrote (a replay), is
+    # rebuilt from bronze; the others just take the batch in.
+    rebuild = (left_by_crash | result.rewritten_dates) & known
+    builds = write_silver_partitions(lake, sorted(rebuild), log)
+    fresh = sorted(set(result.rows_by_date) & known - rebuild)
+    if fresh and result.bronze is not None:
+        builds |= merge_silver_batch(lake, result.bronze, fresh, log)
     for event_date in builds:
         lake.delete(BRONZE_DATASET, DIRTY, event_date)
     return result, builds
@@ -134,7 +144,7 @@ def bronze_clickstream_events(
         if result.bronze is not None:
             records += result.records
             dates.update(batch_dates)
-            passed, metadata = validate_schema(BronzeClickstreamMessage, result.bronze.to_pandas())
+            passed, metadata = check_bronze_batch(result.bronze)
             failures += [] if passed else [metadata]
             if config.follow_seconds:  # each micro-batch is visible at once; the run goes on
                 context.log_event(
@@ -164,3 +174,10 @@ def _batch_metadata(result: IngestResult, dates: list[str]) -> dict:
         "event_dates": dg.MetadataValue.json(dates),
         "rows_by_event_date": dg.MetadataValue.json(result.rows_by_date),
     }
+
+
+def check_bronze_batch(bronze: pyarrow.Table) -> tuple[bool, dict]:
+    """BronzeClickstreamMessage on a batch's columns that say where each message came from."""
+    return validate_schema(
+        BronzeClickstreamMessage, bronze.select(list(BronzeClickstreamMessage.to_schema().columns)).to_pandas()
+    )

@@ -115,7 +115,7 @@ def generate(
     users = [f"user_{rng.randrange(10_000, 99_999)}" for _ in range(max(10, count // 25))]
     platforms, weights = list(PLATFORM_WEIGHTS), list(PLATFORM_WEIGHTS.values())
     step = span / max(count, 1)
-    emitted, session = 0, []
+    emitted, session, session_id = 0, [], ""
     recent: list[tuple[bytes, bytes]] = []
     while emitted < count:
         if not session:
@@ -125,12 +125,15 @@ def generate(
                 funnel.append("add_to_cart")
                 if rng.random() < 0.6:
                     funnel.append("purchase")
+            session_id = f"{rng.getrandbits(128):032x}"
             session = [(name, user, platform if rng.random() > 0.02 else None, product) for name in funnel]
         name, user, platform, product = session.pop(0)
         ts = start + step * emitted
         if rng.random() < late_rate:
             ts -= dt.timedelta(days=rng.randint(1, 3), minutes=rng.randint(0, 600))
         doc = event(ts, name, user, platform, product if rng.random() > 0.03 else None)
+        # What real clients send beyond seed 004's fields (silver ignores what it does not know).
+        doc["context"] = {"session_id": session_id, "page": f"/p/{product[0].lower()}"}
         roll = rng.random()
         if roll < duplicate_rate and recent:
             message = rng.choice(recent)

@@ -3,14 +3,14 @@
 Structural problems (bytes that are not UTF-8, text that is not JSON, fields of the wrong JSON type,
 timestamps that do not parse or are absurd) are found here in SQL, because they decide the event's
 date partition already at ingest. Value rules (required fields, known event names and platforms) are
-the Pandera schema in `silver.py`.
+the Pandera schema in `silver.py`, applied to the typed fields parsed here.
 """
 
 from __future__ import annotations
 
 import pyarrow as pa
 
-from assets.kafka_ingest import BRONZE_SCHEMA
+from assets.kafka_ingest import BRONZE_SCHEMA, MESSAGE_SCHEMA
 from resources.warehouse import engine
 
 # The first day a clickstream event may carry; anything earlier is an absurd timestamp.
@@ -63,21 +63,15 @@ WITH decoded AS (
 )
 """
 
-# Every message's partition date: its event's UTC date when the timestamp is sound, otherwise the
-# date the broker received it. Bronze files and silver partitions agree on it by construction.
-PARTITION_DATE_SQL = (
-    _FIELDS_SQL + "SELECT * EXCLUDE (body, doc, structural_error, parsed_ts, t_doc, t_ts, t_name, t_user, t_user_id, "
-    "t_platform, t_product, t_product_name, t_sku), "
-    "CASE WHEN structural_error IS NULL THEN parsed_ts::DATE ELSE kafka_timestamp::DATE END AS event_date "
-    "FROM checked"
-)
-
-# Candidate events: typed columns for every message, and the structural error if there is one.
-FLATTEN_SQL = (
+# Every message parsed once, at ingest: its partition date (the event's UTC date when the timestamp is
+# sound, otherwise the date the broker received it; bronze files and silver partitions agree on it by
+# construction), its structural error if any, and the typed fields silver is made of.
+PARSE_SQL = (
     _FIELDS_SQL
     + """
 SELECT
-    topic, "partition", "offset", kafka_timestamp, payload,
+    topic, "partition", "offset", kafka_timestamp, key, payload,
+    CASE WHEN structural_error IS NULL THEN parsed_ts::DATE ELSE kafka_timestamp::DATE END AS event_date,
     structural_error,
     CASE WHEN structural_error IS NULL THEN parsed_ts END AS event_datetime,
     doc ->> '$.event_name' AS event_name,
@@ -90,14 +84,18 @@ FROM checked
 )
 
 
-def with_partition_dates(messages: pa.Table) -> pa.Table:
-    """Bronze rows: `messages` (topic, partition, offset, kafka_timestamp, key, payload) with their
-    partition date added, in offset order."""
+def parse_messages(messages: pa.Table) -> pa.Table:
+    """`messages` (topic, partition, offset, kafka_timestamp, key, payload; any order of rows kept)
+    with their partition date, structural error and typed fields (PARSE_SQL). Ingest writes the
+    BRONZE_SCHEMA columns of it to bronze and builds silver from the rest, so JSON is parsed once."""
     with engine() as conn:
-        conn.register("messages", messages)
-        sql = PARTITION_DATE_SQL.format(source="messages") + ' ORDER BY "partition", "offset"'
-        table = conn.execute(sql).to_arrow_table()
-    return table.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+        conn.register("messages", messages.select(MESSAGE_SCHEMA.names))
+        parsed = conn.execute(PARSE_SQL.format(source="messages")).to_arrow_table()
+    # The bronze columns keep bronze's exact types (DuckDB hands timestamps back in microseconds).
+    return parsed.cast(pa.schema([_BRONZE_FIELDS.get(f.name, f) for f in parsed.schema]))
+
+
+_BRONZE_FIELDS = {f.name: f for f in BRONZE_SCHEMA}
 
 
 TOPIC = "clickstream.events"

@@ -1,23 +1,26 @@
 """Silver: clickstream events flattened to seed 004's schema, validated, deduplicated; and the
 quarantine, where every message that could not become an event is kept with its reason."""
 
+import datetime as dt
 from dataclasses import dataclass
 
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
+import pyarrow.compute as pc
 from pandera.typing import Series
 
 from assets.clickstream.parsing import (
     BRONZE_DATASET,
     EVENT_NAMES,
-    FLATTEN_SQL,
     PLATFORMS,
     QUARANTINE_DATASET,
     SILVER_DATASET,
+    parse_messages,
 )
-from assets.pandera_checks import table_schema, to_arrow, validate_schema
+from assets.kafka_ingest import MESSAGE_SCHEMA
+from assets.pandera_checks import table_schema, validate_schema, violations_sql
 from resources import LakeResource
 from resources.warehouse import engine
 
@@ -79,69 +82,72 @@ _EVENT_ID_SQL = (
     "md5(to_json([strftime(event_datetime, '%Y-%m-%dT%H:%M:%S.%fZ'), event_name, user_id, platform, "
     'product_name, "SKU"]))'
 )
+_SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
 
 
 @dataclass
 class SilverBuild:
-    silver: pd.DataFrame
-    quarantine: pd.DataFrame
+    silver: pyarrow.Table
+    quarantine: pyarrow.Table
     bronze_rows: int
     duplicates: int
 
     def reasons(self) -> dict[str, int]:
-        return self.quarantine["reason"].value_counts().to_dict()
+        counts = self.quarantine["reason"].value_counts().to_pylist()
+        return {c["values"]: c["counts"] for c in counts}
+
+
+def build_silver(
+    parsed: pyarrow.Table,
+    event_date: str,
+    *,
+    silver: pyarrow.Table | None = None,
+    quarantine: pyarrow.Table | None = None,
+) -> SilverBuild:
+    """Silver and quarantine of `event_date` after adding the `parsed` messages (from `parse_messages`)
+    to what the date already holds (`silver`, `quarantine`; nothing when rebuilding from bronze).
+    Rows failing the structural checks or SilverClickstreamEvent's rules go to quarantine with their
+    reasons; an event already in silver or twice in `parsed` is a duplicate. The result does not
+    depend on how the date's messages were split into batches."""
+    with engine() as conn:
+        conn.register("parsed", parsed)
+        conn.register("old_silver", silver if silver is not None else SILVER_ARROW_SCHEMA.empty_table())
+        conn.register("old_quarantine", quarantine if quarantine is not None else QUARANTINE_ARROW_SCHEMA.empty_table())
+        conn.execute(
+            f"""CREATE TEMP TABLE routed AS
+            SELECT *, coalesce(structural_error, {violations_sql(SilverClickstreamEvent)}) AS reason
+            FROM (
+                SELECT * EXCLUDE (event_date), DATE '{event_date}' AS event_date,
+                    CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id
+                FROM parsed
+            )"""
+        )
+        new_events = conn.execute(
+            f"""SELECT DISTINCT ON (event_id) {_SILVER_SELECT} FROM routed r
+            WHERE reason IS NULL AND NOT EXISTS (SELECT 1 FROM old_silver o WHERE o.event_id = r.event_id)"""
+        ).to_arrow_table()
+        valid = conn.execute("SELECT count(*) FROM routed WHERE reason IS NULL").fetchone()[0]  # type: ignore[index]
+        conn.register("new_events", new_events)
+        silver = conn.execute(
+            f"SELECT {_SILVER_SELECT} FROM old_silver UNION ALL SELECT * FROM new_events "
+            "ORDER BY event_datetime, event_id"
+        ).to_arrow_table()
+        quarantine = conn.execute(
+            'SELECT * FROM old_quarantine UNION ALL SELECT topic, "partition", "offset", kafka_timestamp, payload, '
+            'reason, event_date FROM routed WHERE reason IS NOT NULL ORDER BY "partition", "offset"'
+        ).to_arrow_table()
+    return SilverBuild(
+        silver.cast(SILVER_ARROW_SCHEMA),
+        quarantine.cast(QUARANTINE_ARROW_SCHEMA),
+        bronze_rows=parsed.num_rows,
+        duplicates=valid - new_events.num_rows,
+    )
 
 
 def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
-    """Silver and quarantine rows of one `event_date`, from every bronze file of that date."""
+    """Silver and quarantine rows of one `event_date`, rebuilt from every bronze file of that date."""
     bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}")
-    with engine() as conn:
-        if bronze is not None:
-            conn.register("bronze", bronze)
-        else:
-            conn.execute(
-                'CREATE VIEW bronze AS SELECT NULL::VARCHAR topic, NULL::INT "partition", NULL::BIGINT "offset", '
-                "NULL::TIMESTAMPTZ kafka_timestamp, NULL::BLOB payload WHERE false"
-            )
-        candidates = conn.execute(
-            f"SELECT *, {_EVENT_ID_SQL} AS event_id, strftime(event_datetime, '%Y-%m-%d') AS event_date "
-            f'FROM ({FLATTEN_SQL.format(source="bronze")}) ORDER BY kafka_timestamp, "partition", "offset"'
-        ).df()
-    bronze_rows = len(candidates)
-    candidates["event_datetime"] = candidates["event_datetime"].astype("datetime64[us, UTC]")
-    candidates["kafka_timestamp"] = candidates["kafka_timestamp"].astype("datetime64[ms, UTC]")
-
-    reasons = candidates["structural_error"].copy()
-    typed = candidates[reasons.isna()]
-    try:
-        SilverClickstreamEvent.validate(typed[SILVER_COLUMNS], lazy=True)
-    except pa.errors.SchemaErrors as errors:
-        cases = errors.failure_cases.dropna(subset=["index"])
-        labels = [_reason(col, chk) for col, chk in zip(cases["column"], cases["check"], strict=True)]
-        per_row = (
-            pd.Series(labels, index=cases["index"].astype(int))
-            .groupby(level=0)
-            .agg(lambda r: "; ".join(sorted(set(r))))
-        )
-        reasons.loc[per_row.index] = per_row.values
-
-    valid = candidates[reasons.isna()]
-    silver = valid.drop_duplicates("event_id", keep="first")
-    silver = silver[SILVER_COLUMNS].sort_values(["event_datetime", "event_id"]).reset_index(drop=True)
-
-    bad = candidates[reasons.notna()].assign(reason=reasons[reasons.notna()], event_date=event_date)
-    quarantine = bad[QUARANTINE_COLUMNS].sort_values(["partition", "offset"]).reset_index(drop=True)
-    quarantine["partition"] = quarantine["partition"].astype("int64")
-    return SilverBuild(silver, quarantine, bronze_rows, duplicates=len(valid) - len(silver))
-
-
-def _reason(column: str, check: str) -> str:
-    """A Pandera failure as a quarantine reason: missing_field, unknown_value or invalid_value."""
-    if check == "not_nullable":
-        return f"missing_field:{column}"
-    if check.startswith("isin"):
-        return f"unknown_value:{column}"
-    return f"invalid_value:{column}"
+    return build_silver(parse_messages(bronze if bronze is not None else MESSAGE_SCHEMA.empty_table()), event_date)
 
 
 QUARANTINE_RATE_THRESHOLD = 0.05
@@ -162,24 +168,41 @@ class SilverSummary:
 
 def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, SilverSummary]:
     """Rebuild silver and quarantine for `event_dates` from bronze, replacing exactly those dates.
-    Used by the silver asset (materializations, backfills) and by the streaming ingest run."""
+    Used by the silver asset (materializations, backfills) and to repair dates an ingest run left."""
+    return {d: _write(lake, d, build_silver_partition(lake, d), log) for d in event_dates}
+
+
+def merge_silver_batch(
+    lake: LakeResource, parsed: pyarrow.Table, event_dates: list[str], log=None
+) -> dict[str, SilverSummary]:
+    """Add a freshly ingested batch (`parsed`, already in bronze) to its `event_dates` of silver and
+    quarantine, without reading bronze again: the streaming path. Gives the same rows as a rebuild."""
     summaries = {}
     for event_date in event_dates:
-        build = build_silver_partition(lake, event_date)
-        summaries[event_date] = SilverSummary(
-            len(build.silver), len(build.quarantine), build.bronze_rows, build.duplicates, build.reasons()
-        )
-        silver = to_arrow(build.silver).cast(SILVER_ARROW_SCHEMA)
-        quarantine = to_arrow(build.quarantine).cast(QUARANTINE_ARROW_SCHEMA)
-        lake.replace_dir({"data.parquet": silver}, SILVER_DATASET, f"event_date={event_date}")
-        lake.replace_dir({"data.parquet": quarantine}, QUARANTINE_DATASET, f"event_date={event_date}")
-        lake.write_json({"bronze_rows": build.bronze_rows, "duplicates": build.duplicates}, *_stats_key(event_date))
-        if log:
-            log.info(
-                f"{event_date}: {build.bronze_rows} bronze -> {len(build.silver)} silver, {build.duplicates} "
-                f"duplicates, {len(build.quarantine)} quarantined {build.reasons()}"
-            )
+        rows = parsed.filter(pc.equal(parsed["event_date"], pyarrow.scalar(dt.date.fromisoformat(event_date))))
+        silver = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
+        quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
+        stats = lake.read_json(*_stats_key(event_date)) or {}
+        build = build_silver(rows, event_date, silver=silver, quarantine=quarantine)
+        build.bronze_rows += int(stats.get("bronze_rows", 0))  # type: ignore[union-attr]
+        build.duplicates += int(stats.get("duplicates", 0))  # type: ignore[union-attr]
+        summaries[event_date] = _write(lake, event_date, build, log)
     return summaries
+
+
+def _write(lake: LakeResource, event_date: str, build: SilverBuild, log) -> SilverSummary:
+    lake.replace_dir({"data.parquet": build.silver}, SILVER_DATASET, f"event_date={event_date}")
+    lake.replace_dir({"data.parquet": build.quarantine}, QUARANTINE_DATASET, f"event_date={event_date}")
+    lake.write_json({"bronze_rows": build.bronze_rows, "duplicates": build.duplicates}, *_stats_key(event_date))
+    summary = SilverSummary(
+        build.silver.num_rows, build.quarantine.num_rows, build.bronze_rows, build.duplicates, build.reasons()
+    )
+    if log:
+        log.info(
+            f"{event_date}: {summary.bronze_rows} bronze -> {summary.rows} silver, {summary.duplicates} "
+            f"duplicates, {summary.quarantined} quarantined {summary.reasons}"
+        )
+    return summary
 
 
 def _stats_key(event_date: str) -> tuple[str, str]:
