@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -36,7 +37,9 @@ class WarehouseResource(ConfigurableResource):
 
 
 def engine() -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB for transformations over files (no lock on the database file)."""
-    conn = duckdb.connect()
+    """An in-memory DuckDB for transformations over files (no lock on the database file), with one
+    thread per core this process may run on (DuckDB would count every core of the machine)."""
+    conn = duckdb.connect(config={"threads": len(os.sched_getaffinity(0))})
     conn.execute("SET TimeZone = 'UTC'")
+    conn.execute("SET enable_progress_bar = false")
     return conn

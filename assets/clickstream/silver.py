@@ -78,10 +78,7 @@ QUARANTINE_ARROW_SCHEMA = pyarrow.schema(
 QUARANTINE_COLUMNS = list(QuarantinedClickstreamMessage.to_schema().columns)
 # Identical content is the same event: the seed's events carry no id, so a message delivered twice
 # (producer retry, replay) is recognised by the hash of everything it says.
-_EVENT_ID_SQL = (
-    "md5(to_json([strftime(event_datetime, '%Y-%m-%dT%H:%M:%S.%fZ'), event_name, user_id, platform, "
-    'product_name, "SKU"]))'
-)
+_EVENT_ID_SQL = 'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"]))'
 _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
 
 
@@ -110,9 +107,9 @@ def build_silver(
     reasons; an event already in silver or twice in `parsed` is a duplicate. The result does not
     depend on how the date's messages were split into batches."""
     with engine() as conn:
-        conn.register("parsed", parsed)
+        # Routing needs the typed fields only; the payload stays in Arrow until a row is quarantined.
+        conn.register("parsed", parsed.drop_columns(["topic", "key", "payload"]))
         conn.register("old_silver", silver if silver is not None else SILVER_ARROW_SCHEMA.empty_table())
-        conn.register("old_quarantine", quarantine if quarantine is not None else QUARANTINE_ARROW_SCHEMA.empty_table())
         conn.execute(
             f"""CREATE TEMP TABLE routed AS
             SELECT *, coalesce(structural_error, {violations_sql(SilverClickstreamEvent)}) AS reason
@@ -122,23 +119,31 @@ def build_silver(
                 FROM parsed
             )"""
         )
+        reasons = conn.execute("SELECT reason FROM routed").to_arrow_table()["reason"]  # in `parsed`'s order
         new_events = conn.execute(
             f"""SELECT DISTINCT ON (event_id) {_SILVER_SELECT} FROM routed r
             WHERE reason IS NULL AND NOT EXISTS (SELECT 1 FROM old_silver o WHERE o.event_id = r.event_id)"""
         ).to_arrow_table()
-        valid = conn.execute("SELECT count(*) FROM routed WHERE reason IS NULL").fetchone()[0]  # type: ignore[index]
         conn.register("new_events", new_events)
         silver = conn.execute(
             f"SELECT {_SILVER_SELECT} FROM old_silver UNION ALL SELECT * FROM new_events "
             "ORDER BY event_datetime, event_id"
         ).to_arrow_table()
-        quarantine = conn.execute(
-            'SELECT * FROM old_quarantine UNION ALL SELECT topic, "partition", "offset", kafka_timestamp, payload, '
-            'reason, event_date FROM routed WHERE reason IS NOT NULL ORDER BY "partition", "offset"'
-        ).to_arrow_table()
+    bad = pc.is_valid(reasons)
+    rejected = parsed.filter(bad)
+    rejected = pyarrow.table(
+        {
+            **{name: rejected[name] for name in ("topic", "partition", "offset", "kafka_timestamp", "payload")},
+            "reason": reasons.filter(bad),
+            "event_date": pyarrow.repeat(pyarrow.scalar(dt.date.fromisoformat(event_date)), rejected.num_rows),
+        }
+    ).cast(QUARANTINE_ARROW_SCHEMA)
+    if quarantine is not None:
+        rejected = pyarrow.concat_tables([quarantine.cast(QUARANTINE_ARROW_SCHEMA), rejected])
+    valid = parsed.num_rows - pc.sum(bad).as_py()
     return SilverBuild(
         silver.cast(SILVER_ARROW_SCHEMA),
-        quarantine.cast(QUARANTINE_ARROW_SCHEMA),
+        rejected.sort_by([("partition", "ascending"), ("offset", "ascending")]),
         bronze_rows=parsed.num_rows,
         duplicates=valid - new_events.num_rows,
     )
