@@ -9,8 +9,10 @@ exactly the same range, so it rewrites the same files instead of writing overlap
 
 from __future__ import annotations
 
+import gc
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import dagster as dg
@@ -106,9 +108,28 @@ def read_range(
     kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 120.0
 ) -> pa.Table:
     """Exactly the records in `ranges`, as an Arrow table in MESSAGE_SCHEMA."""
-    batches: list[pa.RecordBatch] = []
     if not ranges:
         return MESSAGE_SCHEMA.empty_table()
+    with gc_paused():
+        return _read_range(kafka, topic, ranges, timeout_s)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Decoding a Kafka batch creates millions of short-lived, acyclic objects: reference counting frees
+    them, but their allocation keeps triggering cyclic collections that scan every object of the
+    process (Dagster's included), measured at about a third of the read's time. Paused for the read."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+def _read_range(kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> pa.Table:
+    batches: list[pa.RecordBatch] = []
     with kafka.consumer(None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024) as consumer:
         tps = {p: TopicPartition(topic, p) for p in ranges}
         consumer.assign(list(tps.values()))

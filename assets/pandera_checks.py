@@ -81,16 +81,18 @@ def violations_sql(model: type[pa.DataFrameModel]) -> str:
     `unknown_value:<col>` for a value outside an allowed set, `invalid_value:<col>` for any other
     failed check). Routing rows in SQL is what makes ingest fast; the model itself still validates
     every written partition (the schema check), so the two cannot drift apart unnoticed."""
-    cases = []
+    failures: dict[str, list[str]] = {}  # reason -> SQL conditions that give it
     for name, column in model.to_schema().columns.items():
         quoted = f'"{name}"'
         if not column.nullable:
-            cases.append(f"CASE WHEN {quoted} IS NULL THEN 'missing_field:{name}' END")
+            failures.setdefault(f"missing_field:{name}", []).append(f"{quoted} IS NULL")
         for check in column.checks:
             label = "unknown_value" if check.name == "isin" else "invalid_value"
-            cases.append(f"CASE WHEN {quoted} IS NOT NULL AND ({_check_sql(quoted, check)}) THEN '{label}:{name}' END")
-    reasons = f"list_sort(list_distinct(list_filter([{', '.join(cases)}], r -> r IS NOT NULL)))"
-    return f"nullif(array_to_string({reasons}, '; '), '')"
+            condition = f"({quoted} IS NOT NULL AND ({_check_sql(quoted, check)}))"
+            failures.setdefault(f"{label}:{name}", []).append(condition)
+    # concat_ws skips NULLs: the reasons of a row, in sorted order, without per-row list work.
+    cases = [f"CASE WHEN {' OR '.join(conds)} THEN '{reason}' END" for reason, conds in sorted(failures.items())]
+    return f"nullif(concat_ws('; ', {', '.join(cases)}), '')"
 
 
 def to_arrow(frame: pd.DataFrame, date_columns: tuple[str, ...] = ("event_date",)) -> pyarrow.Table:

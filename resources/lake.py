@@ -126,7 +126,10 @@ class LakeResource(ConfigurableResource):
     # -- tables and documents -------------------------------------------------------------------------
     def write_parquet(self, table: pa.Table, *parts: str) -> str:
         buffer = io.BytesIO()
-        pq.write_table(table, buffer, compression="zstd")
+        # Dictionary encoding pays off for repeated values, not for raw payloads: it would be tried
+        # and abandoned on every page of them.
+        repeated = [f.name for f in table.schema if not pa.types.is_binary(f.type)]
+        pq.write_table(table, buffer, compression="zstd", use_dictionary=repeated)
         return self.put(buffer.getvalue(), *parts)
 
     def read_dataset(self, *parts: str, columns: list[str] | None = None) -> pa.Table | None:

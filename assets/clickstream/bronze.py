@@ -9,13 +9,14 @@ import pandera.pandas as pa
 import pyarrow
 from pandera.typing import Series
 
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC, parse_messages
+from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
 from assets.clickstream.silver import (
     SILVER_WRITER_POOL,
     SilverSummary,
     clickstream_daily_partitions,
     merge_silver_batch,
     quarantine_metadata,
+    route_messages,
     silver_metadata,
     write_silver_partitions,
 )
@@ -79,7 +80,7 @@ def ingest_clickstream(
         topic=TOPIC,
         group_id=CONSUMER_GROUP,
         dataset=BRONZE_DATASET,
-        with_partition_dates=parse_messages,
+        with_partition_dates=route_messages,
         until=until,
         max_records_per_partition=max_records_per_partition,
         on_progress=log.info if log else lambda _: None,

@@ -79,13 +79,14 @@ FROM routed
 """
 
 
-def parse_messages(messages: pa.Table) -> pa.Table:
+def parse_messages(messages: pa.Table, then: str = "SELECT * FROM parsed") -> pa.Table:
     """`messages` (topic, partition, offset, kafka_timestamp, key, payload) with their partition date,
-    structural error and typed fields (PARSE_SQL) appended, in the same row order. Ingest writes the
-    BRONZE_SCHEMA columns of it to bronze and builds silver from the rest, so JSON is parsed once."""
+    structural error and typed fields (PARSE_SQL) appended, in the same row order; `then` may derive
+    more columns from the relation `parsed` in the same pass. Ingest writes the BRONZE_SCHEMA columns
+    of the result to bronze and builds silver from the rest, so JSON is parsed once."""
     with engine() as conn:
         conn.register("messages", messages.select(["kafka_timestamp", "payload"]))
-        parsed = conn.execute(PARSE_SQL.format(source="messages")).to_arrow_table()
+        parsed = conn.execute(f"WITH parsed AS ({PARSE_SQL.format(source='messages')}) {then}").to_arrow_table()
     table = messages.select(MESSAGE_SCHEMA.names)
     for name in parsed.column_names:
         table = table.append_column(name, parsed[name])

@@ -94,65 +94,63 @@ class SilverBuild:
         return {c["values"]: c["counts"] for c in counts}
 
 
+def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
+    """`messages` parsed (`parse_messages`) and routed in the same pass: each row gets its `event_id`
+    and its quarantine `reason` (a structural error, or SilverClickstreamEvent's rules it fails; NULL
+    for a good event). What ingest writes to bronze and merges into silver."""
+    return parse_messages(
+        messages,
+        then=f"""SELECT {_SILVER_SELECT},
+            coalesce(structural_error, {violations_sql(SilverClickstreamEvent)}) AS reason
+        FROM (SELECT *, CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id FROM parsed)""",
+    )
+
+
 def build_silver(
-    parsed: pyarrow.Table,
+    routed: pyarrow.Table,
     event_date: str,
     *,
     silver: pyarrow.Table | None = None,
     quarantine: pyarrow.Table | None = None,
 ) -> SilverBuild:
-    """Silver and quarantine of `event_date` after adding the `parsed` messages (from `parse_messages`)
-    to what the date already holds (`silver`, `quarantine`; nothing when rebuilding from bronze).
-    Rows failing the structural checks or SilverClickstreamEvent's rules go to quarantine with their
-    reasons; an event already in silver or twice in `parsed` is a duplicate. The result does not
-    depend on how the date's messages were split into batches."""
+    """Silver and quarantine of `event_date` after adding the `routed` messages (`route_messages`) to
+    what the date already holds (`silver`, `quarantine`; nothing when rebuilding from bronze). An
+    event already in silver or twice in `routed` is a duplicate. The result does not depend on how
+    the date's messages were split into batches."""
+    old_rows = silver.num_rows if silver is not None else 0
+    good = pc.is_null(routed["reason"])
     with engine() as conn:
-        # Routing needs the typed fields only; the payload stays in Arrow until a row is quarantined.
-        conn.register("parsed", parsed.drop_columns(["topic", "key", "payload"]))
+        conn.register("new", routed.select(SILVER_COLUMNS).filter(good))
         conn.register("old_silver", silver if silver is not None else SILVER_ARROW_SCHEMA.empty_table())
-        conn.execute(
-            f"""CREATE TEMP TABLE routed AS
-            SELECT *, coalesce(structural_error, {violations_sql(SilverClickstreamEvent)}) AS reason
-            FROM (
-                SELECT * EXCLUDE (event_date), DATE '{event_date}' AS event_date,
-                    CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id
-                FROM parsed
-            )"""
-        )
-        reasons = conn.execute("SELECT reason FROM routed").to_arrow_table()["reason"]  # in `parsed`'s order
-        new_events = conn.execute(
-            f"""SELECT DISTINCT ON (event_id) {_SILVER_SELECT} FROM routed r
-            WHERE reason IS NULL AND NOT EXISTS (SELECT 1 FROM old_silver o WHERE o.event_id = r.event_id)"""
-        ).to_arrow_table()
-        conn.register("new_events", new_events)
         silver = conn.execute(
-            f"SELECT {_SILVER_SELECT} FROM old_silver UNION ALL SELECT * FROM new_events "
-            "ORDER BY event_datetime, event_id"
+            f"""SELECT {_SILVER_SELECT} FROM old_silver UNION ALL (
+                SELECT DISTINCT ON (event_id) * FROM new n
+                WHERE NOT EXISTS (SELECT 1 FROM old_silver o WHERE o.event_id = n.event_id)
+            ) ORDER BY event_datetime, event_id"""
         ).to_arrow_table()
-    bad = pc.is_valid(reasons)
-    rejected = parsed.filter(bad)
+    rejected = routed.filter(pc.invert(good))
     rejected = pyarrow.table(
         {
             **{name: rejected[name] for name in ("topic", "partition", "offset", "kafka_timestamp", "payload")},
-            "reason": reasons.filter(bad),
+            "reason": rejected["reason"],
             "event_date": pyarrow.repeat(pyarrow.scalar(dt.date.fromisoformat(event_date)), rejected.num_rows),
         }
     ).cast(QUARANTINE_ARROW_SCHEMA)
+    valid = routed.num_rows - rejected.num_rows
     if quarantine is not None:
         rejected = pyarrow.concat_tables([quarantine.cast(QUARANTINE_ARROW_SCHEMA), rejected])
-    valid = parsed.num_rows - pc.sum(bad).as_py()
     return SilverBuild(
         silver.cast(SILVER_ARROW_SCHEMA),
         rejected.sort_by([("partition", "ascending"), ("offset", "ascending")]),
-        bronze_rows=parsed.num_rows,
-        duplicates=valid - new_events.num_rows,
+        bronze_rows=routed.num_rows,
+        duplicates=valid - (silver.num_rows - old_rows),
     )
 
 
 def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
     """Silver and quarantine rows of one `event_date`, rebuilt from every bronze file of that date."""
     bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}")
-    return build_silver(parse_messages(bronze if bronze is not None else MESSAGE_SCHEMA.empty_table()), event_date)
+    return build_silver(route_messages(bronze if bronze is not None else MESSAGE_SCHEMA.empty_table()), event_date)
 
 
 QUARANTINE_RATE_THRESHOLD = 0.05
@@ -178,13 +176,21 @@ def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None
 
 
 def merge_silver_batch(
-    lake: LakeResource, parsed: pyarrow.Table, event_dates: list[str], log=None
+    lake: LakeResource, routed: pyarrow.Table, event_dates: list[str], log=None
 ) -> dict[str, SilverSummary]:
-    """Add a freshly ingested batch (`parsed`, already in bronze) to its `event_dates` of silver and
+    """Add a freshly ingested batch (`routed`, already in bronze) to its `event_dates` of silver and
     quarantine, without reading bronze again: the streaming path. Gives the same rows as a rebuild."""
     summaries = {}
+    # Only quarantined rows keep their payload; then one reordering by date (stable: offsets stay in
+    # order) and a zero-copy slice per date.
+    kept = pc.if_else(pc.is_null(routed["reason"]), pyarrow.scalar(None, pyarrow.binary()), routed["payload"])
+    routed = routed.drop_columns(["key", "payload"]).append_column("payload", kept)
+    routed = routed.take(pc.sort_indices(routed["event_date"]))
+    dates = routed["event_date"].cast(pyarrow.string())
     for event_date in event_dates:
-        rows = parsed.filter(pc.equal(parsed["event_date"], pyarrow.scalar(dt.date.fromisoformat(event_date))))
+        first = pc.index(dates, event_date).as_py()
+        count = pc.sum(pc.equal(dates, event_date)).as_py() or 0
+        rows = routed.slice(first, count) if first >= 0 else routed.slice(0, 0)
         silver = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
         quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
         stats = lake.read_json(*_stats_key(event_date)) or {}
