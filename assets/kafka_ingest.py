@@ -206,8 +206,8 @@ def ingest(
             f"expected {result.records} records from {topic!r} {result.ranges}, got {messages.num_rows}: "
             "the log was truncated or compacted under the range"
         )
-    result.bronze = with_partition_dates(messages)
-    bronze = result.bronze.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    result.bronze = parsed = with_partition_dates(messages)
+    bronze = parsed.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
     for p, (first, last) in result.ranges.items():
         in_partition = bronze.filter(pc.equal(bronze["partition"], p))
         for date in pc.unique(in_partition["event_date"]).to_pylist():

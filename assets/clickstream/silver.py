@@ -122,7 +122,7 @@ def build_silver(
     with engine() as conn:
         conn.register("new", routed.select(SILVER_COLUMNS).filter(good))
         conn.register("old_silver", silver if silver is not None else SILVER_ARROW_SCHEMA.empty_table())
-        silver = conn.execute(
+        merged = conn.execute(
             f"""SELECT {_SILVER_SELECT} FROM old_silver UNION ALL (
                 SELECT DISTINCT ON (event_id) * FROM new n
                 WHERE NOT EXISTS (SELECT 1 FROM old_silver o WHERE o.event_id = n.event_id)
@@ -140,10 +140,10 @@ def build_silver(
     if quarantine is not None:
         rejected = pyarrow.concat_tables([quarantine.cast(QUARANTINE_ARROW_SCHEMA), rejected])
     return SilverBuild(
-        silver.cast(SILVER_ARROW_SCHEMA),
+        merged.cast(SILVER_ARROW_SCHEMA),
         rejected.sort_by([("partition", "ascending"), ("offset", "ascending")]),
         bronze_rows=routed.num_rows,
-        duplicates=valid - (silver.num_rows - old_rows),
+        duplicates=valid - (merged.num_rows - old_rows),
     )
 
 
