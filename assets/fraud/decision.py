@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
@@ -92,35 +94,93 @@ SELECT {SILVER_COLUMNS} FROM checked WHERE reason IS NULL
 QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
 """
 
-# ASOF picks, per event, the buyer's latest version with valid_from <= occurred_at: the attributes as
-# they were when the checkout happened. Versions are gap-free, so that version was valid at that time.
-ENRICHED_SQL = """
-SELECT s.*,
+# The enrichment is a late materialization: DuckDB's ASOF join matches each silver row (by its position)
+# to a dimension row on the narrow keys only, and the decision rows are then gathered from the silver table
+# and the dimension table by those positions (Arrow `take`). Carrying every event column through the join's
+# sort, and converting them from DuckDB to Arrow a second time, cost more than the join itself.
+
+# One row per buyer version with everything the decision dataset takes from the buyer: the SCD2 attributes
+# and the buyer's current SCD1 pseudonyms, joined once per version instead of once per event.
+DIMENSION_SQL = """
+SELECT d.buyer_id, d.valid_from,
     d.version AS buyer_version, d.valid_from AS buyer_version_valid_from,
     d.credit_rating, d.total_cost, d.risk_score, d.risk_level, d.approval_status,
-    CASE WHEN d.risk_score >= r.high_threshold THEN 'high'
-         WHEN d.risk_score >= r.medium_threshold THEN 'medium' ELSE 'low' END AS market_risk_level,
     p.name_pseudonym AS buyer_name_pseudonym, p.email_pseudonym AS buyer_email_pseudonym,
     p.contact_person_pseudonym AS buyer_contact_person_pseudonym,
-    p.address_pseudonym AS buyer_address_pseudonym,
-    ?::VARCHAR AS rules_version
-FROM silver s
-ASOF LEFT JOIN scd2 d ON s.buyer_id = d.buyer_id AND s.occurred_at >= d.valid_from
-LEFT JOIN market_rules r ON r.market = s.market
-LEFT JOIN scd1 p ON p.buyer_id = s.buyer_id
+    p.address_pseudonym AS buyer_address_pseudonym
+FROM scd2 d LEFT JOIN scd1 p USING (buyer_id)
 """
+
+# ASOF picks, per event, the buyer's latest version with valid_from <= occurred_at: the attributes as
+# they were when the checkout happened. Versions are gap-free, so that version was valid at that time.
+# The market's risk level for that version's score comes back as a code (0 low, 1 medium, 2 high).
+MATCH_SQL = """
+SELECT e.pos, v.version_row,
+    CASE WHEN v.risk_score >= r.high_threshold THEN 2
+         WHEN v.risk_score >= r.medium_threshold THEN 1 ELSE 0 END::TINYINT AS level
+FROM event_keys e
+ASOF JOIN version_keys v ON e.buyer_id = v.buyer_id AND e.occurred_at >= v.valid_from
+LEFT JOIN market_rules r ON r.market = e.market
+"""
+MARKET_RISK_LEVELS = pa_arrow.array(["low", "medium", "high"])
 
 QUARANTINE_SQL = """
 SELECT topic, "partition", "offset", kafka_timestamp, payload, reason, event_date
 FROM checked WHERE reason IS NOT NULL
 UNION ALL
 SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload, 'unknown_buyer', c.event_date
-FROM enriched e JOIN checked c USING (topic, "partition", "offset") WHERE e.buyer_version IS NULL
+FROM unknown_buyers u JOIN checked c USING (topic, "partition", "offset")
 ORDER BY "partition", "offset"
 """
 
+
+def enrich_events(
+    conn: duckdb.DuckDBPyConnection, silver: pa_arrow.Table, rules_version: str
+) -> tuple[pa_arrow.Table, pa_arrow.Table]:
+    """The decision rows of `silver` (its rows, in its order, with the buyer version valid at each event's
+    time, the market's risk level, the current SCD1 pseudonyms and `rules_version`), and the silver rows
+    of buyers with no version at that time. `conn` holds tables scd2, scd1 and market_rules."""
+    versions = conn.execute(DIMENSION_SQL).to_arrow_table()
+    event_keys = silver.select(["buyer_id", "occurred_at", "market"])
+    conn.register("event_keys", event_keys.append_column("pos", pa_arrow.array(np.arange(silver.num_rows))))
+    version_keys = versions.select(["buyer_id", "valid_from", "risk_score"])
+    conn.register(
+        "version_keys", version_keys.append_column("version_row", pa_arrow.array(np.arange(versions.num_rows)))
+    )
+    # Registered Arrow tables have no row estimate; DuckDB would plan the ASOF join as a nested loop.
+    conn.execute("SET asof_loop_join_threshold = 0")
+    match = conn.execute(MATCH_SQL).fetchnumpy()
+    version_row = np.full(silver.num_rows, -1, dtype=np.int64)
+    level = np.zeros(silver.num_rows, dtype=np.int8)
+    positions = np.asarray(match["pos"], dtype=np.int64)
+    version_row[positions] = np.asarray(match["version_row"], dtype=np.int64)
+    level[positions] = np.asarray(match["level"], dtype=np.int8)
+    matched = np.flatnonzero(version_row >= 0)
+    events = silver.take(matched)
+    attributes = versions.drop_columns(["buyer_id", "valid_from"]).take(version_row[matched])
+    scd2_columns = attributes.select(attributes.column_names[:7])
+    scd1_columns = attributes.select(attributes.column_names[7:])
+    decision = pa_arrow.Table.from_arrays(
+        [
+            *events.columns,
+            *scd2_columns.columns,
+            MARKET_RISK_LEVELS.take(level[matched]),
+            *scd1_columns.columns,
+            pa_arrow.repeat(pa_arrow.scalar(rules_version, pa_arrow.string()), len(matched)),
+        ],
+        names=[
+            *events.column_names,
+            *scd2_columns.column_names,
+            "market_risk_level",
+            *scd1_columns.column_names,
+            "rules_version",
+        ],
+    )
+    return decision, silver.take(np.flatnonzero(version_row < 0))
+
+
 EMPTY_SCD2 = (
-    "SELECT NULL::VARCHAR buyer_id, NULL::BIGINT version, NULL::VARCHAR credit_rating, "
+    "SELECT NULL::VARCHAR buyer_id, NULL::BIGINT AS version, NULL::VARCHAR credit_rating, "
     "NULL::DOUBLE total_cost, "
     "NULL::INTEGER risk_score, NULL::VARCHAR risk_level, NULL::VARCHAR approval_status, "
     "NULL::TIMESTAMPTZ valid_from WHERE false"
@@ -177,12 +237,9 @@ def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date:
         conn.execute(f"CREATE TEMP TABLE scd2 AS {_lake_table(lake, SCD2, EMPTY_SCD2)}")
         conn.execute(f"CREATE TEMP TABLE scd1 AS {_lake_table(lake, SCD1, EMPTY_SCD1)}")
         conn.execute(f"CREATE TEMP TABLE checked AS {EVENTS_SQL}")
-        conn.execute(f"CREATE TEMP TABLE silver AS {SILVER_SQL}")
-        conn.execute(f"CREATE TEMP TABLE enriched AS {ENRICHED_SQL}", [rules.content_hash])
-        silver = conn.execute("SELECT * FROM silver ORDER BY occurred_at, event_id").to_arrow_table()
-        decision = conn.execute(
-            "SELECT * FROM enriched WHERE buyer_version IS NOT NULL ORDER BY occurred_at, event_id"
-        ).to_arrow_table()
+        silver = conn.execute(f"{SILVER_SQL} ORDER BY occurred_at, event_id").to_arrow_table()
+        decision, unknown_buyers = enrich_events(conn, silver, rules.content_hash)
+        conn.register("unknown_buyers", unknown_buyers.select(["topic", "partition", "offset"]))
         quarantine = conn.execute(QUARANTINE_SQL).to_arrow_table()
         bronze_rows, valid = conn.execute(
             "SELECT count(*), count(*) FILTER (reason IS NULL) FROM checked"
