@@ -110,10 +110,10 @@ def _best_of(runs: int, work) -> tuple[list[float], object]:
 
 
 def enrichment(events: int, dimension_rows: int):
-    """Seconds (best of 5; the median is kept too) for the as-of enrichment of `events` against `dimension_rows` versions: the
-    join alone, the join delivering the SCD2 attributes, and the production enrichment (`enrich_events`)
-    delivering the decision rows, from the silver table as the partition build holds it (sorted, in
-    Arrow) to the decision table in Arrow, plus the unknown-buyer rows."""
+    """Seconds (best of 5, median kept) for the as-of enrichment of `events` against `dimension_rows`
+    versions: the join alone, the join delivering the SCD2 attributes, and the production enrichment
+    (`enrich_events`) from the silver table as the partition build holds it (sorted, in Arrow) to the
+    decision rows in Arrow, plus the unknown-buyer rows."""
     conn = engine()
     conn.execute("SET threads = 1")
     buyers = dimension_rows // VERSIONS_PER_BUYER
