@@ -16,6 +16,7 @@ from pandera.typing import Series
 from assets.fraud.common import (
     BRONZE_EVENTS,
     DECISION_EVENTS,
+    DECISION_WRITER_POOL,
     QUARANTINE_EVENTS,
     SCD1,
     SCD2,
@@ -25,7 +26,7 @@ from assets.fraud.common import (
     sound_time_sql,
 )
 from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
-from assets.pandera_checks import schema_check_result, table_schema
+from assets.pandera_checks import table_schema, validate_schema
 from resources import LakeResource
 from resources.warehouse import engine
 
@@ -250,13 +251,89 @@ def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date:
 QUARANTINE_RATE_THRESHOLD = 0.05
 
 
+@dataclass(frozen=True)
+class CheckOutcome:
+    """An asset check's result, for either way of reporting it (a step's own check or a live run's)."""
+
+    asset: str
+    name: str
+    passed: bool
+    metadata: dict
+    blocking: bool
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+
+
+def write_decision_partition(lake: LakeResource, rules: MarketRules, event_date: str, log=None) -> DecisionBuild:
+    """Rebuild silver, quarantine and decisions of `event_date` from bronze and write them to the lake."""
+    build = build_decision_partition(lake, rules, event_date)
+    part = f"event_date={event_date}"
+    for dataset, table in (
+        (SILVER_EVENTS, build.silver),
+        (QUARANTINE_EVENTS, build.quarantine),
+        (DECISION_EVENTS, build.decision),
+    ):
+        lake.replace_dir({"data.parquet": table}, dataset, part)
+    if log:
+        log.info(
+            f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
+            f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
+        )
+    return build
+
+
+def quarantine_reasons(build: DecisionBuild) -> dict[str, int]:
+    return pd.Series(build.quarantine["reason"].to_pylist(), dtype=object).value_counts().to_dict()
+
+
+def partition_metadata(build: DecisionBuild) -> dict[str, dict]:
+    """Materialization metadata per asset of a rebuilt date, inputs before the assets that read them."""
+    return {
+        "silver_fraud_risk_events": {
+            "dagster/row_count": build.silver.num_rows,
+            "duplicates_removed": build.duplicates,
+        },
+        "quarantine_fraud_risk_events": {
+            "dagster/row_count": build.quarantine.num_rows,
+            "reasons": dg.MetadataValue.json(quarantine_reasons(build)),
+        },
+        "fraud_decision_events": {"dagster/row_count": build.decision.num_rows},
+    }
+
+
+def partition_checks(build: DecisionBuild) -> list[CheckOutcome]:
+    passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas())
+    accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
+    rate = build.quarantine.num_rows / build.bronze_rows if build.bronze_rows else 0.0
+    return [
+        CheckOutcome("fraud_decision_events", "decision_schema_check", passed, schema_metadata, blocking=True),
+        CheckOutcome(
+            "quarantine_fraud_risk_events",
+            "fraud_nothing_lost_check",
+            accounted == build.bronze_rows,
+            {"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
+            blocking=True,
+        ),
+        CheckOutcome(
+            "quarantine_fraud_risk_events",
+            "fraud_quarantine_rate_check",
+            rate <= QUARANTINE_RATE_THRESHOLD,
+            {"quarantine_rate": rate, "reasons": dg.MetadataValue.json(quarantine_reasons(build))},
+            blocking=False,
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+    ]
+
+
 def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.AssetsDefinition:
     """The silver/quarantine/decision assets applying the rules at `rules_path`. Their code version is
     the rules file's content hash, so a rule change shows them stale in the UI until backfilled."""
-    rules = load_rules(rules_path)
+    return _decision_asset(load_rules(rules_path))
+
+
+def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
     code_version = f"{LOGIC_VERSION}-{rules.content_hash}"
     rules_meta = {
-        "rules_file": str(rules_path),
+        "rules_file": rules.path,
         "rules_version": rules.version,
         "rules_hash": rules.content_hash,
     }
@@ -306,6 +383,7 @@ def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.Asse
             ),
         ],
         partitions_def=fraud_daily_partitions,
+        pool=DECISION_WRITER_POOL,
         check_specs=[
             dg.AssetCheckSpec(
                 "decision_schema_check",
@@ -327,57 +405,21 @@ def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.Asse
         ],
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource):
-        event_date = context.partition_key
-        build = build_decision_partition(lake, rules, event_date)
-        part = f"event_date={event_date}"
-        for dataset, table in (
-            (SILVER_EVENTS, build.silver),
-            (QUARANTINE_EVENTS, build.quarantine),
-            (DECISION_EVENTS, build.decision),
-        ):
-            lake.replace_dir({"data.parquet": table}, dataset, part)
-        reasons = pd.Series(build.quarantine["reason"].to_pylist(), dtype=object).value_counts().to_dict()
-        context.log.info(
-            f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
-            f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {reasons}"
-        )
-        yield dg.MaterializeResult(
-            asset_key="silver_fraud_risk_events",
-            metadata={"dagster/row_count": build.silver.num_rows, "duplicates_removed": build.duplicates},
-        )
-        yield dg.MaterializeResult(
-            asset_key="quarantine_fraud_risk_events",
-            metadata={
-                "dagster/row_count": build.quarantine.num_rows,
-                "reasons": dg.MetadataValue.json(reasons),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key="fraud_decision_events", metadata={"dagster/row_count": build.decision.num_rows}
-        )
-        yield schema_check_result(
-            DecisionEvent,
-            build.decision.to_pandas(),
-            asset_key="fraud_decision_events",
-            check_name="decision_schema_check",
-        )
-        accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
-        yield dg.AssetCheckResult(
-            check_name="fraud_nothing_lost_check",
-            asset_key="quarantine_fraud_risk_events",
-            passed=accounted == build.bronze_rows,
-            metadata={"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
-        )
-        rate = build.quarantine.num_rows / build.bronze_rows if build.bronze_rows else 0.0
-        yield dg.AssetCheckResult(
-            check_name="fraud_quarantine_rate_check",
-            asset_key="quarantine_fraud_risk_events",
-            passed=rate <= QUARANTINE_RATE_THRESHOLD,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"quarantine_rate": rate, "reasons": dg.MetadataValue.json(reasons)},
-        )
+        build = write_decision_partition(lake, rules, context.partition_key, context.log)
+        for asset_key, metadata in partition_metadata(build).items():
+            yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
+        for check in partition_checks(build):
+            yield dg.AssetCheckResult(
+                asset_key=check.asset,
+                check_name=check.name,
+                passed=check.passed,
+                severity=check.severity,
+                metadata=check.metadata,
+            )
 
     return _asset
 
 
-fraud_decision_partition = build_decision_asset()
+# The rules the code location was loaded with: what its date runs and its live ingest runs apply.
+LOADED_RULES = load_rules()
+fraud_decision_partition = _decision_asset(LOADED_RULES)
