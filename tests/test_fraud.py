@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import json
+import shutil
 import threading
 import time
 import uuid
@@ -19,7 +20,7 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from assets.fraud import bronze, dimensions, serving
+from assets.fraud import bronze, decision, dimensions, serving
 from assets.fraud.common import (
     BRONZE_EVENTS,
     CHANGES_GROUP,
@@ -473,3 +474,24 @@ def test_a_crash_after_the_commit_before_the_rebuild_is_repaired_by_the_next_bat
     assert run_live(instance, resources, request) == [DAY]
     assert query(lake, DECISION_EVENTS, "SELECT count(*), count(DISTINCT event_id) FROM t") == [(30, 30)]
     assert lake.list_keys(BRONZE_EVENTS, bronze.DIRTY, suffix="") == []
+
+
+def test_a_rebuild_whose_inputs_changed_meanwhile_is_done_again(world, tmp_path, monkeypatch):
+    """The live run and a date run may rebuild one date at once: the one that read older bronze redoes it."""
+    shutil.copytree(world["resources"]["lake"].root, tmp_path / "lake")
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    expected = query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()])
+    late = lake.files(BRONZE_EVENTS, f"event_date={DAY}")[-1]
+    held = late.rename(tmp_path / late.name)  # lands while the first rebuild runs
+    builds, original = [], decision.build_decision_partition
+
+    def build(*args):
+        builds.append(original(*args))
+        if len(builds) == 1:
+            held.rename(late)
+        return builds[-1]
+
+    monkeypatch.setattr(decision, "build_decision_partition", build)
+    decision.write_decision_partition(lake, decision.LOADED_RULES, DAY)
+    assert len(builds) == 2 and builds[0].bronze_rows < builds[1].bronze_rows
+    assert query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()]) == expected

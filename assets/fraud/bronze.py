@@ -17,7 +17,6 @@ from assets.fraud.common import (
     BRONZE_EVENTS,
     CHANGES_GROUP,
     CHANGES_TOPIC,
-    DECISION_WRITER_POOL,
     EVENTS_GROUP,
     EVENTS_TOPIC,
     fraud_daily_partitions,
@@ -112,7 +111,9 @@ def ingest_fraud_events(
     group_name="fraud_bronze",
     kinds={"kafka", "parquet"},
     metadata={"topic": EVENTS_TOPIC, "consumer_group": EVENTS_GROUP, "dataset": BRONZE_EVENTS},
-    pool=DECISION_WRITER_POOL,
+    # Not in DECISION_WRITER_POOL: a following run would hold it for minutes, and its successor could not
+    # start while it does (no hand-off). Its rebuilds are guarded like every rebuild: see
+    # write_decision_partition.
     # Each micro-batch is reported as a materialization of its own (none when nothing arrived).
     output_required=False,
 )

@@ -25,8 +25,8 @@ SCD1 = "silver/fraud_buyer_scd1"
 QUARANTINE_CHANGES = "quarantine/fraud_buyer_changes"
 LATEST_FEATURES = "gold/fraud_buyer_latest_features"
 
-# Decision dates and the serving table are rewritten by the live ingest run and by date runs (backfills,
-# dimension changes): one writer at a time, so an older rebuild never lands over a newer one.
+# Date runs (backfills, dimension changes) rewrite decision dates and the serving table one at a time. The
+# live ingest run stays out of the pool (it would hold it for minutes); see write_decision_partition.
 DECISION_WRITER_POOL = "fraud_decision_writer"
 
 # The first day an event or change may carry, and how far its own clock may run ahead of the broker's:

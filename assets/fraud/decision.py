@@ -263,9 +263,29 @@ class CheckOutcome:
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
 
+def _inputs_stamp(lake: LakeResource, event_date: str) -> tuple:
+    """What a rebuild of `event_date` reads: the date's bronze files and the dimension files' versions."""
+    dimensions = [f for dataset in (SCD2, SCD1) for f in lake.files(dataset)]
+    return (
+        tuple(f.name for f in lake.files(BRONZE_EVENTS, f"event_date={event_date}")),
+        tuple((str(f), f.stat().st_mtime_ns) for f in dimensions),
+    )
+
+
 def write_decision_partition(lake: LakeResource, rules: MarketRules, event_date: str, log=None) -> DecisionBuild:
-    """Rebuild silver, quarantine and decisions of `event_date` from bronze and write them to the lake."""
-    build = build_decision_partition(lake, rules, event_date)
+    """Rebuild silver, quarantine and decisions of `event_date` from bronze and write them to the lake.
+
+    The live ingest run and date runs (backfills, dimension changes) may rebuild the same date at the
+    same time. A rebuild whose inputs changed while it ran (new bronze files of the date, new dimensions)
+    is thrown away and done again, so a result from older inputs does not land over one from newer
+    inputs (date runs also take turns among themselves: DECISION_WRITER_POOL)."""
+    for _ in range(5):
+        before = _inputs_stamp(lake, event_date)
+        build = build_decision_partition(lake, rules, event_date)
+        if _inputs_stamp(lake, event_date) == before:
+            break
+        if log:
+            log.info(f"{event_date}: inputs changed during the rebuild; rebuilding")
     part = f"event_date={event_date}"
     for dataset, table in (
         (SILVER_EVENTS, build.silver),
