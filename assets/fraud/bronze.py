@@ -50,7 +50,8 @@ class FraudIngestConfig(dg.Config):
 
 class FraudEventsIngestConfig(FraudIngestConfig):
     # Keep following the topic this long after the first batch, each micro-batch committed and its dates
-    # rebuilt as it lands (set by the Kafka sensor); 0: one batch.
+    # rebuilt as it lands (set by the Kafka sensor); 0: one batch. Extended (up to twice as long) while the
+    # successor run the sensor launched is still starting, so that no gap opens at the hand-off.
     follow_seconds: float = 0.0
     poll_interval_seconds: float = 0.25
 
@@ -171,11 +172,28 @@ def bronze_fraud_risk_events(
             )
         # A failed blocking check ends the run (Dagster fails it on the check): nothing more is served
         # from a decision dataset that is known to be wrong.
-        if failed_blocking or time.monotonic() >= deadline:
+        if failed_blocking:
+            break
+        # Past the deadline, keep following while the successor the sensor launched is still starting (its
+        # start-up can outlast the sensor's head start on a busy machine), for at most another window.
+        now = time.monotonic()
+        if now >= deadline and (now >= deadline + config.follow_seconds or not _successor_starting(context)):
             break
         if not batch.ingest.records:
             time.sleep(config.poll_interval_seconds)
         until = None
+
+
+def _successor_starting(context: dg.AssetExecutionContext) -> bool:
+    """Whether a later run of this job was launched and has not started executing yet."""
+    me = context.instance.get_run_record_by_id(context.run.run_id)
+    starting = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=context.job_name,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
+        )
+    )
+    return me is not None and any(r.create_timestamp > me.create_timestamp for r in starting)
 
 
 def _batch_metadata(batch: LiveBatch) -> dict:
