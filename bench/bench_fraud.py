@@ -32,7 +32,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from assets.fraud.common import CHANGES_TOPIC, DECISION_EVENTS, EVENTS_TOPIC, partition_dates_by
+from assets.fraud.common import CHANGES_TOPIC, DECISION_EVENTS, EVENTS_TOPIC, QUARANTINE_EVENTS, partition_dates_by
 from assets.fraud.decision import build_decision_partition, enrich_events
 from assets.fraud.generator import checkout_event, generate_changes, generate_events, make_buyers, produce
 from assets.fraud.rules import load_rules
@@ -345,6 +345,7 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
                 time.sleep(0.2)
             thread.join()
             producer.close()
+            quarantined = {e for e in produced if e not in seen} & _quarantined_ids(lake)
         finally:
             os.killpg(server.pid, signal.SIGTERM)
             try:
@@ -356,7 +357,10 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
     if not latencies:
         return [{"step": "dagster dev: produce -> decision row", "note": "no event arrived within 120 s"}]
     pick = lambda q: latencies[min(len(latencies) - 1, int(q * len(latencies)))]  # noqa: E731
-    note = f"{len(latencies)}/{count} events seen, one every {interval_s} s for {count * interval_s:.0f} s"
+    note = (
+        f"{len(latencies)}/{count} events seen, one every {interval_s} s for {count * interval_s:.0f} s; "
+        f"{len(quarantined)} quarantined (the generator's amounts can fall below a market's minimum)"
+    )
     return [
         {"step": "dagster dev: produce -> decision row, p50", "seconds": pick(0.5), "note": note},
         {"step": "dagster dev: produce -> decision row, p95", "seconds": pick(0.95)},
@@ -368,6 +372,17 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
         },
         *_run_breakdown(log_path),
     ]
+
+
+def _quarantined_ids(lake: LakeResource) -> set[str]:
+    ids = set()
+    for path in lake.files(QUARANTINE_EVENTS, pattern="*/*.parquet"):
+        for payload in pq.read_table(path, columns=["payload"])["payload"].to_pylist():
+            try:
+                ids.add(json.loads(payload)["event_id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+    return ids
 
 
 def _scan(lake: LakeResource, produced: dict[str, float], seen: dict[str, float]) -> None:
