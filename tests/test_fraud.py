@@ -1,10 +1,13 @@
 """Fraud decision data from a real Kafka broker through bronze, SCD dimensions, the as-of decision
 dataset, serving and training sets."""
 
+import copy
 import datetime as dt
 import hashlib
 import hmac
 import json
+import shutil
+import threading
 import time
 import uuid
 from collections import Counter
@@ -17,7 +20,7 @@ from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from assets.fraud import bronze, dimensions, serving
+from assets.fraud import bronze, decision, dimensions, serving
 from assets.fraud.common import (
     BRONZE_EVENTS,
     CHANGES_GROUP,
@@ -44,13 +47,7 @@ from assets.fraud.generator import (
 )
 from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
 from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
-from sensors.fraud import (
-    LIVE_ASSETS,
-    fraud_changes_kafka_sensor,
-    fraud_dimension_dates_sensor,
-    fraud_events_kafka_sensor,
-    fraud_partitions_sensor,
-)
+from sensors.fraud import fraud_changes_kafka_sensor, fraud_dimension_dates_sensor, fraud_events_kafka_sensor
 
 NOON = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
 DAY = NOON.date().isoformat()
@@ -77,28 +74,36 @@ def materialize(instance, resources, selection, decision_asset=fraud_decision_pa
 
 
 def run_pipeline(instance, resources, decision_asset=fraud_decision_partition) -> list[str]:
-    """As the daemon would: each Kafka sensor's tick and run, then the date runs for touched dates."""
+    """As the daemon would: each Kafka sensor's tick and the run it requests. Returns the dates whose
+    decision partition the live runs rebuilt (a date rebuilt twice shows up twice)."""
+    for request in getattr(tick(fraud_changes_kafka_sensor, instance, resources), "run_requests", None) or []:
+        materialize(
+            instance,
+            resources,
+            ["bronze_fraud_buyer_changes", "fraud_buyer_scd2", "fraud_buyer_scd1"],
+            decision_asset,
+            run_config=request.run_config,
+        )
     dates = []
-    for sensor, selection in (
-        (fraud_changes_kafka_sensor, ["bronze_fraud_buyer_changes", "fraud_buyer_scd2", "fraud_buyer_scd1"]),
-        (fraud_events_kafka_sensor, LIVE_ASSETS),
-    ):
-        result = tick(sensor, instance, resources)
-        for request in getattr(result, "run_requests", None) or []:
-            materialize(
-                instance,
-                resources,
-                selection,
-                decision_asset,
-                run_config=request.run_config,
-                partition_key=request.partition_key,
-            )
-            dates += [request.partition_key] if request.partition_key else []
-    result = tick(fraud_partitions_sensor, instance, resources)
-    for request in getattr(result, "run_requests", None) or []:
-        run_date(instance, resources, request.partition_key, decision_asset)
-        dates.append(request.partition_key)
-    return sorted(dates)  # a date rebuilt twice shows up twice
+    for request in getattr(tick(fraud_events_kafka_sensor, instance, resources), "run_requests", None) or []:
+        dates += run_live(instance, resources, request, decision_asset)
+    return sorted(dates)
+
+
+def run_live(instance, resources, request, decision_asset=fraud_decision_partition, follow_seconds=0.0) -> list[str]:
+    """The live run the Kafka sensor requested, following the topic for `follow_seconds` instead of the
+    sensor's two minutes (0: one micro-batch). Returns the dates whose decision partition it rebuilt."""
+    assert request.run_config["ops"]["bronze_fraud_risk_events"]["config"]["follow_seconds"] == 120
+    run_config = copy.deepcopy(request.run_config)
+    run_config["ops"]["bronze_fraud_risk_events"]["config"]["follow_seconds"] = follow_seconds
+    result = materialize(
+        instance, resources, ["bronze_fraud_risk_events"], decision_asset, run_config=run_config, tags=request.tags
+    )
+    return [
+        m.partition
+        for m in result.asset_materializations_for_node("bronze_fraud_risk_events")
+        if m.asset_key == dg.AssetKey("fraud_decision_events") and m.partition
+    ]
 
 
 def run_date(instance, resources, date, decision_asset=fraud_decision_partition):
@@ -170,8 +175,8 @@ def test_each_event_exactly_once_and_irregular_values_quarantined(world):
     kept = query(lake, QUARANTINE_EVENTS, 'SELECT payload, topic, "offset" FROM t')
     assert sorted(p for p, _, _ in kept) == irregular
     assert all(t == kafka.topic(EVENTS_TOPIC) and o >= 0 for _, t, o in kept)
-    # Today (where events with unusable times land) is rebuilt in the live run itself, yesterday by the
-    # partitions sensor, and no date twice.
+    # Both touched dates (today: where events with unusable times land) are rebuilt in the live run
+    # itself, each once.
     assert world["dates"] == sorted([DAY, dt.datetime.now(dt.UTC).date().isoformat()])
 
     key = dg.AssetCheckKey(dg.AssetKey("quarantine_fraud_risk_events"), "fraud_nothing_lost_check")
@@ -355,7 +360,7 @@ def test_crash_during_ingest_loses_and_duplicates_nothing(kafka_broker, tmp_path
     with monkeypatch.context() as patched:
         patched.setattr(KafkaResource, "commit", crash)
         with pytest.raises(Exception, match="injected"):
-            materialize(instance, resources, ["bronze_fraud_risk_events"], run_config=request.run_config)
+            run_live(instance, resources, request)
     written = sorted(p.name for p in lake.path(BRONZE_EVENTS).rglob("*.parquet"))
     assert written  # durable, but not acknowledged
     late = list(
@@ -403,3 +408,90 @@ def test_a_late_change_re_enriches_the_decisions_it_affects(kafka_broker, tmp_pa
     run_date(instance, resources, DAY)
     assert query(lake, DECISION_EVENTS, "SELECT risk_score, buyer_version FROM t") == [(late["risk_score"], 2)]
     assert query(lake, SCD2, "SELECT version, valid_to IS NULL FROM t ORDER BY version") == [(1, False), (2, True)]
+
+
+def test_live_run_follows_the_topic_and_refreshes_decisions_per_micro_batch(kafka_broker, tmp_path):
+    resources = make_resources(kafka_broker, tmp_path)
+    lake, kafka, instance = resources["lake"], resources["kafka"], dg.DagsterInstance.ephemeral()
+    buyers = make_buyers(5, seed=11)
+    produce(kafka, CHANGES_TOPIC, generate_changes(buyers, start=NOON - dt.timedelta(hours=2), span=dt.timedelta(0)))
+    run_pipeline(instance, resources)  # the dimensions
+    hour = dt.timedelta(hours=1)
+    first, second = (
+        list(generate_events(20, buyers, start=NOON, span=hour, seed=s, repeat_rate=0, irregular_rate=0))
+        for s in (12, 13)
+    )
+    produce(kafka, EVENTS_TOPIC, first)
+    request = tick(fraud_events_kafka_sensor, instance, resources).run_requests[0]
+    dates: list[str] = []
+    follower = threading.Thread(target=lambda: dates.extend(run_live(instance, resources, request, follow_seconds=8)))
+    follower.start()
+    time.sleep(3)
+    assert follower.is_alive()
+    produce(kafka, EVENTS_TOPIC, second)  # arrives while the run follows the topic
+    follower.join(60)
+
+    ids = {json.loads(v)["event_id"] for _, v, _ in [*first, *second]}
+    assert {r for (r,) in query(lake, DECISION_EVENTS, "SELECT event_id FROM t")} == ids
+    assert dates == [DAY, DAY]  # one rebuild per micro-batch, in the same run
+    assert query(lake, LATEST_FEATURES, "SELECT sum(prior_events_7d) FROM t") == [(40,)]
+    pending = kafka.pending_offsets(kafka.topic(EVENTS_TOPIC), kafka.group(EVENTS_GROUP))
+    assert all(start == end for start, end in pending.values())
+    # The reported partitions carry their provenance: fresh in the UI, and stale once the rules change.
+    key = dg.AssetKey("fraud_decision_events")
+    assert stale_status(instance, fraud_decision_partition, key, DAY) == StaleStatus.FRESH
+    doc = __import__("yaml").safe_load(DEFAULT_RULES_PATH.read_text())
+    doc["version"] += 1
+    (tmp_path / "markets.yaml").write_text(__import__("yaml").safe_dump(doc))
+    assert stale_status(instance, build_decision_asset(tmp_path / "markets.yaml"), key, DAY) == StaleStatus.STALE
+
+
+def test_a_crash_after_the_commit_before_the_rebuild_is_repaired_by_the_next_batch(kafka_broker, tmp_path, monkeypatch):
+    resources = make_resources(kafka_broker, tmp_path)
+    lake, kafka, instance = resources["lake"], resources["kafka"], dg.DagsterInstance.ephemeral()
+    buyers = make_buyers(5, seed=14)
+    produce(kafka, CHANGES_TOPIC, generate_changes(buyers, start=NOON - dt.timedelta(hours=2), span=dt.timedelta(0)))
+    run_pipeline(instance, resources)
+    events = list(
+        generate_events(30, buyers, start=NOON, span=dt.timedelta(hours=1), seed=15, repeat_rate=0, irregular_rate=0)
+    )
+    produce(kafka, EVENTS_TOPIC, events)
+    request = tick(fraud_events_kafka_sensor, instance, resources).run_requests[0]
+
+    def crash(*_args, **_kwargs):
+        raise OSError("injected: the process dies after the commit, before the decision rebuild")
+
+    with monkeypatch.context() as patched:
+        patched.setattr(bronze, "write_decision_partition", crash)
+        with pytest.raises(Exception, match="injected"):
+            run_live(instance, resources, request)
+    pending = kafka.pending_offsets(kafka.topic(EVENTS_TOPIC), kafka.group(EVENTS_GROUP))
+    assert all(start == end for start, end in pending.values())  # acknowledged: bronze is durable
+    assert not lake.path(DECISION_EVENTS).exists()
+    assert lake.list_keys(BRONZE_EVENTS, bronze.DIRTY, suffix="") == [DAY]
+
+    # The next live run has nothing to ingest, yet rebuilds the date the crashed run left marked.
+    assert run_live(instance, resources, request) == [DAY]
+    assert query(lake, DECISION_EVENTS, "SELECT count(*), count(DISTINCT event_id) FROM t") == [(30, 30)]
+    assert lake.list_keys(BRONZE_EVENTS, bronze.DIRTY, suffix="") == []
+
+
+def test_a_rebuild_whose_inputs_changed_meanwhile_is_done_again(world, tmp_path, monkeypatch):
+    """The live run and a date run may rebuild one date at once: the one that read older bronze redoes it."""
+    shutil.copytree(world["resources"]["lake"].root, tmp_path / "lake")
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    expected = query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()])
+    late = lake.files(BRONZE_EVENTS, f"event_date={DAY}")[-1]
+    held = late.rename(tmp_path / late.name)  # lands while the first rebuild runs
+    builds, original = [], decision.build_decision_partition
+
+    def build(*args):
+        builds.append(original(*args))
+        if len(builds) == 1:
+            held.rename(late)
+        return builds[-1]
+
+    monkeypatch.setattr(decision, "build_decision_partition", build)
+    decision.write_decision_partition(lake, decision.LOADED_RULES, DAY)
+    assert len(builds) == 2 and builds[0].bronze_rows < builds[1].bronze_rows
+    assert query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()]) == expected

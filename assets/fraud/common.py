@@ -25,6 +25,10 @@ SCD1 = "silver/fraud_buyer_scd1"
 QUARANTINE_CHANGES = "quarantine/fraud_buyer_changes"
 LATEST_FEATURES = "gold/fraud_buyer_latest_features"
 
+# Date runs (backfills, dimension changes) rewrite decision dates and the serving table one at a time. The
+# live ingest run stays out of the pool (it would hold it for minutes); see write_decision_partition.
+DECISION_WRITER_POOL = "fraud_decision_writer"
+
 # The first day an event or change may carry, and how far its own clock may run ahead of the broker's:
 # anything outside is a timestamp no checkout can have.
 FIRST_VALID_TIME = "2020-01-01 00:00:00+00"

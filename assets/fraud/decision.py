@@ -6,6 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import dagster as dg
+import duckdb
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
@@ -14,6 +16,7 @@ from pandera.typing import Series
 from assets.fraud.common import (
     BRONZE_EVENTS,
     DECISION_EVENTS,
+    DECISION_WRITER_POOL,
     QUARANTINE_EVENTS,
     SCD1,
     SCD2,
@@ -23,7 +26,7 @@ from assets.fraud.common import (
     sound_time_sql,
 )
 from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
-from assets.pandera_checks import schema_check_result, table_schema
+from assets.pandera_checks import table_schema, validate_schema
 from resources import LakeResource
 from resources.warehouse import engine
 
@@ -92,35 +95,93 @@ SELECT {SILVER_COLUMNS} FROM checked WHERE reason IS NULL
 QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
 """
 
-# ASOF picks, per event, the buyer's latest version with valid_from <= occurred_at: the attributes as
-# they were when the checkout happened. Versions are gap-free, so that version was valid at that time.
-ENRICHED_SQL = """
-SELECT s.*,
+# The enrichment is a late materialization: DuckDB's ASOF join matches each silver row (by its position)
+# to a dimension row on the narrow keys only, and the decision rows are then gathered from the silver table
+# and the dimension table by those positions (Arrow `take`). Carrying every event column through the join's
+# sort, and converting them from DuckDB to Arrow a second time, cost more than the join itself.
+
+# One row per buyer version with everything the decision dataset takes from the buyer: the SCD2 attributes
+# and the buyer's current SCD1 pseudonyms, joined once per version instead of once per event.
+DIMENSION_SQL = """
+SELECT d.buyer_id, d.valid_from,
     d.version AS buyer_version, d.valid_from AS buyer_version_valid_from,
     d.credit_rating, d.total_cost, d.risk_score, d.risk_level, d.approval_status,
-    CASE WHEN d.risk_score >= r.high_threshold THEN 'high'
-         WHEN d.risk_score >= r.medium_threshold THEN 'medium' ELSE 'low' END AS market_risk_level,
     p.name_pseudonym AS buyer_name_pseudonym, p.email_pseudonym AS buyer_email_pseudonym,
     p.contact_person_pseudonym AS buyer_contact_person_pseudonym,
-    p.address_pseudonym AS buyer_address_pseudonym,
-    ?::VARCHAR AS rules_version
-FROM silver s
-ASOF LEFT JOIN scd2 d ON s.buyer_id = d.buyer_id AND s.occurred_at >= d.valid_from
-LEFT JOIN market_rules r ON r.market = s.market
-LEFT JOIN scd1 p ON p.buyer_id = s.buyer_id
+    p.address_pseudonym AS buyer_address_pseudonym
+FROM scd2 d LEFT JOIN scd1 p USING (buyer_id)
 """
+
+# ASOF picks, per event, the buyer's latest version with valid_from <= occurred_at: the attributes as
+# they were when the checkout happened. Versions are gap-free, so that version was valid at that time.
+# The market's risk level for that version's score comes back as a code (0 low, 1 medium, 2 high).
+MATCH_SQL = """
+SELECT e.pos, v.version_row,
+    CASE WHEN v.risk_score >= r.high_threshold THEN 2
+         WHEN v.risk_score >= r.medium_threshold THEN 1 ELSE 0 END::TINYINT AS level
+FROM event_keys e
+ASOF JOIN version_keys v ON e.buyer_id = v.buyer_id AND e.occurred_at >= v.valid_from
+LEFT JOIN market_rules r ON r.market = e.market
+"""
+MARKET_RISK_LEVELS = pa_arrow.array(["low", "medium", "high"])
 
 QUARANTINE_SQL = """
 SELECT topic, "partition", "offset", kafka_timestamp, payload, reason, event_date
 FROM checked WHERE reason IS NOT NULL
 UNION ALL
 SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload, 'unknown_buyer', c.event_date
-FROM enriched e JOIN checked c USING (topic, "partition", "offset") WHERE e.buyer_version IS NULL
+FROM unknown_buyers u JOIN checked c USING (topic, "partition", "offset")
 ORDER BY "partition", "offset"
 """
 
+
+def enrich_events(
+    conn: duckdb.DuckDBPyConnection, silver: pa_arrow.Table, rules_version: str
+) -> tuple[pa_arrow.Table, pa_arrow.Table]:
+    """The decision rows of `silver` (its rows, in its order, with the buyer version valid at each event's
+    time, the market's risk level, the current SCD1 pseudonyms and `rules_version`), and the silver rows
+    of buyers with no version at that time. `conn` holds tables scd2, scd1 and market_rules."""
+    versions = conn.execute(DIMENSION_SQL).to_arrow_table()
+    event_keys = silver.select(["buyer_id", "occurred_at", "market"])
+    conn.register("event_keys", event_keys.append_column("pos", pa_arrow.array(np.arange(silver.num_rows))))
+    version_keys = versions.select(["buyer_id", "valid_from", "risk_score"])
+    conn.register(
+        "version_keys", version_keys.append_column("version_row", pa_arrow.array(np.arange(versions.num_rows)))
+    )
+    # Registered Arrow tables have no row estimate; DuckDB would plan the ASOF join as a nested loop.
+    conn.execute("SET asof_loop_join_threshold = 0")
+    match = conn.execute(MATCH_SQL).fetchnumpy()
+    version_row = np.full(silver.num_rows, -1, dtype=np.int64)
+    level = np.zeros(silver.num_rows, dtype=np.int8)
+    positions = np.asarray(match["pos"], dtype=np.int64)
+    version_row[positions] = np.asarray(match["version_row"], dtype=np.int64)
+    level[positions] = np.asarray(match["level"], dtype=np.int8)
+    matched = np.flatnonzero(version_row >= 0)
+    events = silver.take(matched)
+    attributes = versions.drop_columns(["buyer_id", "valid_from"]).take(version_row[matched])
+    scd2_columns = attributes.select(attributes.column_names[:7])
+    scd1_columns = attributes.select(attributes.column_names[7:])
+    decision = pa_arrow.Table.from_arrays(
+        [
+            *events.columns,
+            *scd2_columns.columns,
+            MARKET_RISK_LEVELS.take(level[matched]),
+            *scd1_columns.columns,
+            pa_arrow.repeat(pa_arrow.scalar(rules_version, pa_arrow.string()), len(matched)),
+        ],
+        names=[
+            *events.column_names,
+            *scd2_columns.column_names,
+            "market_risk_level",
+            *scd1_columns.column_names,
+            "rules_version",
+        ],
+    )
+    return decision, silver.take(np.flatnonzero(version_row < 0))
+
+
 EMPTY_SCD2 = (
-    "SELECT NULL::VARCHAR buyer_id, NULL::BIGINT version, NULL::VARCHAR credit_rating, "
+    "SELECT NULL::VARCHAR buyer_id, NULL::BIGINT AS version, NULL::VARCHAR credit_rating, "
     "NULL::DOUBLE total_cost, "
     "NULL::INTEGER risk_score, NULL::VARCHAR risk_level, NULL::VARCHAR approval_status, "
     "NULL::TIMESTAMPTZ valid_from WHERE false"
@@ -177,12 +238,9 @@ def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date:
         conn.execute(f"CREATE TEMP TABLE scd2 AS {_lake_table(lake, SCD2, EMPTY_SCD2)}")
         conn.execute(f"CREATE TEMP TABLE scd1 AS {_lake_table(lake, SCD1, EMPTY_SCD1)}")
         conn.execute(f"CREATE TEMP TABLE checked AS {EVENTS_SQL}")
-        conn.execute(f"CREATE TEMP TABLE silver AS {SILVER_SQL}")
-        conn.execute(f"CREATE TEMP TABLE enriched AS {ENRICHED_SQL}", [rules.content_hash])
-        silver = conn.execute("SELECT * FROM silver ORDER BY occurred_at, event_id").to_arrow_table()
-        decision = conn.execute(
-            "SELECT * FROM enriched WHERE buyer_version IS NOT NULL ORDER BY occurred_at, event_id"
-        ).to_arrow_table()
+        silver = conn.execute(f"{SILVER_SQL} ORDER BY occurred_at, event_id").to_arrow_table()
+        decision, unknown_buyers = enrich_events(conn, silver, rules.content_hash)
+        conn.register("unknown_buyers", unknown_buyers.select(["topic", "partition", "offset"]))
         quarantine = conn.execute(QUARANTINE_SQL).to_arrow_table()
         bronze_rows, valid = conn.execute(
             "SELECT count(*), count(*) FILTER (reason IS NULL) FROM checked"
@@ -193,13 +251,109 @@ def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date:
 QUARANTINE_RATE_THRESHOLD = 0.05
 
 
+@dataclass(frozen=True)
+class CheckOutcome:
+    """An asset check's result, for either way of reporting it (a step's own check or a live run's)."""
+
+    asset: str
+    name: str
+    passed: bool
+    metadata: dict
+    blocking: bool
+    severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
+
+
+def _inputs_stamp(lake: LakeResource, event_date: str) -> tuple:
+    """What a rebuild of `event_date` reads: the date's bronze files and the dimension files' versions."""
+    dimensions = [f for dataset in (SCD2, SCD1) for f in lake.files(dataset)]
+    return (
+        tuple(f.name for f in lake.files(BRONZE_EVENTS, f"event_date={event_date}")),
+        tuple((str(f), f.stat().st_mtime_ns) for f in dimensions),
+    )
+
+
+def write_decision_partition(lake: LakeResource, rules: MarketRules, event_date: str, log=None) -> DecisionBuild:
+    """Rebuild silver, quarantine and decisions of `event_date` from bronze and write them to the lake.
+
+    The live ingest run and date runs (backfills, dimension changes) may rebuild the same date at the
+    same time. A rebuild whose inputs changed while it ran (new bronze files of the date, new dimensions)
+    is thrown away and done again, so a result from older inputs does not land over one from newer
+    inputs (date runs also take turns among themselves: DECISION_WRITER_POOL)."""
+    for _ in range(5):
+        before = _inputs_stamp(lake, event_date)
+        build = build_decision_partition(lake, rules, event_date)
+        if _inputs_stamp(lake, event_date) == before:
+            break
+        if log:
+            log.info(f"{event_date}: inputs changed during the rebuild; rebuilding")
+    part = f"event_date={event_date}"
+    for dataset, table in (
+        (SILVER_EVENTS, build.silver),
+        (QUARANTINE_EVENTS, build.quarantine),
+        (DECISION_EVENTS, build.decision),
+    ):
+        lake.replace_dir({"data.parquet": table}, dataset, part)
+    if log:
+        log.info(
+            f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
+            f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
+        )
+    return build
+
+
+def quarantine_reasons(build: DecisionBuild) -> dict[str, int]:
+    return pd.Series(build.quarantine["reason"].to_pylist(), dtype=object).value_counts().to_dict()
+
+
+def partition_metadata(build: DecisionBuild) -> dict[str, dict]:
+    """Materialization metadata per asset of a rebuilt date, inputs before the assets that read them."""
+    return {
+        "silver_fraud_risk_events": {
+            "dagster/row_count": build.silver.num_rows,
+            "duplicates_removed": build.duplicates,
+        },
+        "quarantine_fraud_risk_events": {
+            "dagster/row_count": build.quarantine.num_rows,
+            "reasons": dg.MetadataValue.json(quarantine_reasons(build)),
+        },
+        "fraud_decision_events": {"dagster/row_count": build.decision.num_rows},
+    }
+
+
+def partition_checks(build: DecisionBuild) -> list[CheckOutcome]:
+    passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas())
+    accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
+    rate = build.quarantine.num_rows / build.bronze_rows if build.bronze_rows else 0.0
+    return [
+        CheckOutcome("fraud_decision_events", "decision_schema_check", passed, schema_metadata, blocking=True),
+        CheckOutcome(
+            "quarantine_fraud_risk_events",
+            "fraud_nothing_lost_check",
+            accounted == build.bronze_rows,
+            {"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
+            blocking=True,
+        ),
+        CheckOutcome(
+            "quarantine_fraud_risk_events",
+            "fraud_quarantine_rate_check",
+            rate <= QUARANTINE_RATE_THRESHOLD,
+            {"quarantine_rate": rate, "reasons": dg.MetadataValue.json(quarantine_reasons(build))},
+            blocking=False,
+            severity=dg.AssetCheckSeverity.WARN,
+        ),
+    ]
+
+
 def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.AssetsDefinition:
     """The silver/quarantine/decision assets applying the rules at `rules_path`. Their code version is
     the rules file's content hash, so a rule change shows them stale in the UI until backfilled."""
-    rules = load_rules(rules_path)
+    return _decision_asset(load_rules(rules_path))
+
+
+def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
     code_version = f"{LOGIC_VERSION}-{rules.content_hash}"
     rules_meta = {
-        "rules_file": str(rules_path),
+        "rules_file": rules.path,
         "rules_version": rules.version,
         "rules_hash": rules.content_hash,
     }
@@ -249,6 +403,7 @@ def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.Asse
             ),
         ],
         partitions_def=fraud_daily_partitions,
+        pool=DECISION_WRITER_POOL,
         check_specs=[
             dg.AssetCheckSpec(
                 "decision_schema_check",
@@ -270,57 +425,21 @@ def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.Asse
         ],
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource):
-        event_date = context.partition_key
-        build = build_decision_partition(lake, rules, event_date)
-        part = f"event_date={event_date}"
-        for dataset, table in (
-            (SILVER_EVENTS, build.silver),
-            (QUARANTINE_EVENTS, build.quarantine),
-            (DECISION_EVENTS, build.decision),
-        ):
-            lake.replace_dir({"data.parquet": table}, dataset, part)
-        reasons = pd.Series(build.quarantine["reason"].to_pylist(), dtype=object).value_counts().to_dict()
-        context.log.info(
-            f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
-            f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {reasons}"
-        )
-        yield dg.MaterializeResult(
-            asset_key="silver_fraud_risk_events",
-            metadata={"dagster/row_count": build.silver.num_rows, "duplicates_removed": build.duplicates},
-        )
-        yield dg.MaterializeResult(
-            asset_key="quarantine_fraud_risk_events",
-            metadata={
-                "dagster/row_count": build.quarantine.num_rows,
-                "reasons": dg.MetadataValue.json(reasons),
-            },
-        )
-        yield dg.MaterializeResult(
-            asset_key="fraud_decision_events", metadata={"dagster/row_count": build.decision.num_rows}
-        )
-        yield schema_check_result(
-            DecisionEvent,
-            build.decision.to_pandas(),
-            asset_key="fraud_decision_events",
-            check_name="decision_schema_check",
-        )
-        accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
-        yield dg.AssetCheckResult(
-            check_name="fraud_nothing_lost_check",
-            asset_key="quarantine_fraud_risk_events",
-            passed=accounted == build.bronze_rows,
-            metadata={"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
-        )
-        rate = build.quarantine.num_rows / build.bronze_rows if build.bronze_rows else 0.0
-        yield dg.AssetCheckResult(
-            check_name="fraud_quarantine_rate_check",
-            asset_key="quarantine_fraud_risk_events",
-            passed=rate <= QUARANTINE_RATE_THRESHOLD,
-            severity=dg.AssetCheckSeverity.WARN,
-            metadata={"quarantine_rate": rate, "reasons": dg.MetadataValue.json(reasons)},
-        )
+        build = write_decision_partition(lake, rules, context.partition_key, context.log)
+        for asset_key, metadata in partition_metadata(build).items():
+            yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
+        for check in partition_checks(build):
+            yield dg.AssetCheckResult(
+                asset_key=check.asset,
+                check_name=check.name,
+                passed=check.passed,
+                severity=check.severity,
+                metadata=check.metadata,
+            )
 
     return _asset
 
 
-fraud_decision_partition = build_decision_asset()
+# The rules the code location was loaded with: what its date runs and its live ingest runs apply.
+LOADED_RULES = load_rules()
+fraud_decision_partition = _decision_asset(LOADED_RULES)

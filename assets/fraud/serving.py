@@ -12,7 +12,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow.parquet as pq
 
-from assets.fraud.common import DECISION_EVENTS, LATEST_FEATURES, QUARANTINE_EVENTS, SCD1, SCD2
+from assets.fraud.common import DECISION_EVENTS, DECISION_WRITER_POOL, LATEST_FEATURES, QUARANTINE_EVENTS, SCD1, SCD2
 from resources import LakeResource, WarehouseResource
 from resources.warehouse import engine
 
@@ -147,26 +147,30 @@ def publish_fraud_views(warehouse: WarehouseResource, lake: LakeResource) -> boo
     return True
 
 
-@dg.asset(
-    deps=["fraud_decision_events", "fraud_buyer_scd2"],
-    group_name="fraud_gold",
-    kinds={"parquet", "duckdb"},
-    description=(
-        "The latest decision features per buyer, for decision services: current credit rating, total cost, "
-        "risk score, risk level and approval status, and events and amounts in the last 24 h and 7 days. "
-        "Served in milliseconds by `assets.fraud.serving.BuyerFeatureLookup`."
-    ),
-)
-def fraud_buyer_latest_features(
-    context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource
-) -> dg.MaterializeResult:
+def write_latest_features(lake: LakeResource, warehouse: WarehouseResource) -> dict:
+    """Rebuild the serving table as of now (and the analysts' views when their set changed); its
+    materialization metadata."""
     table = build_latest_features(lake, dt.datetime.now(dt.UTC))
     lake.write_parquet(table, LATEST_FEATURES, "data.parquet")
     published = publish_fraud_views(warehouse, lake)
     active = sum(1 for n in table["prior_events_7d"].to_pylist() if n)
-    return dg.MaterializeResult(
-        metadata={"dagster/row_count": table.num_rows, "buyers_active_7d": active, "views_republished": published}
-    )
+    return {"dagster/row_count": table.num_rows, "buyers_active_7d": active, "views_republished": published}
+
+
+@dg.asset(
+    deps=["fraud_decision_events", "fraud_buyer_scd2"],
+    group_name="fraud_gold",
+    kinds={"parquet", "duckdb"},
+    pool=DECISION_WRITER_POOL,
+    description=(
+        "The latest decision features per buyer, for decision services: current credit rating, total cost, "
+        "risk score, risk level and approval status, and events and amounts in the last 24 h and 7 days. "
+        "Served in milliseconds by `assets.fraud.serving.BuyerFeatureLookup`. Refreshed by the live ingest "
+        "run after every micro-batch, and after every date run."
+    ),
+)
+def fraud_buyer_latest_features(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
+    return dg.MaterializeResult(metadata=write_latest_features(lake, warehouse))
 
 
 class BuyerFeatureLookup:
