@@ -38,16 +38,32 @@ def wait_for_earlier_runs(context: dg.AssetExecutionContext, poll_seconds: float
     one still follows the topic (so its start-up overlaps), and consumes only once the earlier runs of
     its job have ended. One consumer at a time, no gap while a run process starts."""
     instance, job = context.instance, context.job_name
-    me = instance.get_run_record_by_id(context.run_id)
+    me = instance.get_run_record_by_id(context.run.run_id)
     if me is None:
         return
     while True:
         records = instance.get_run_records(dg.RunsFilter(job_name=job, statuses=ACTIVE_RUN_STATUSES))
         if not [
-            r for r in records if r.dagster_run.run_id != context.run_id and r.create_timestamp < me.create_timestamp
+            r
+            for r in records
+            if r.dagster_run.run_id != context.run.run_id and r.create_timestamp < me.create_timestamp
         ]:
             return
         time.sleep(poll_seconds)
+
+
+def successor_starting(context: dg.AssetExecutionContext) -> bool:
+    """Whether a later run of this job was launched and has not started executing yet: a following run
+    keeps following until then (its successor's start-up can outlast the sensor's head start on a
+    busy machine), so that no gap opens at the hand-off."""
+    me = context.instance.get_run_record_by_id(context.run.run_id)
+    starting = context.instance.get_run_records(
+        dg.RunsFilter(
+            job_name=context.job_name,
+            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
+        )
+    )
+    return me is not None and any(r.create_timestamp > me.create_timestamp for r in starting)
 
 
 MESSAGE_SCHEMA = pa.schema(

@@ -11,7 +11,6 @@ from pandera.typing import Series
 
 from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
 from assets.clickstream.silver import (
-    SILVER_WRITER_POOL,
     SilverSummary,
     clickstream_daily_partitions,
     merge_silver_batch,
@@ -20,7 +19,7 @@ from assets.clickstream.silver import (
     silver_metadata,
     write_silver_partitions,
 )
-from assets.kafka_ingest import IngestResult, ingest, wait_for_earlier_runs
+from assets.kafka_ingest import IngestResult, ingest, successor_starting, wait_for_earlier_runs
 from assets.pandera_checks import validate_schema
 from resources import KafkaResource, LakeResource
 
@@ -109,7 +108,6 @@ def ingest_clickstream(
         )
     ],
     metadata={"topic": TOPIC, "consumer_group": CONSUMER_GROUP, "dataset": BRONZE_DATASET},
-    pool=SILVER_WRITER_POOL,
 )
 def bronze_clickstream_events(
     context: dg.AssetExecutionContext, config: ClickstreamIngestConfig, kafka: KafkaResource, lake: LakeResource
@@ -151,7 +149,9 @@ def bronze_clickstream_events(
                 context.log_event(
                     dg.AssetMaterialization("bronze_clickstream_events", metadata=_batch_metadata(result, batch_dates))
                 )
-        if time.monotonic() >= deadline:
+        # Past the deadline, keep following while the successor is still starting (at most another window).
+        now = time.monotonic()
+        if now >= deadline and (now >= deadline + config.follow_seconds or not successor_starting(context)):
             break
         if not result.records:
             time.sleep(config.poll_interval_seconds)

@@ -154,7 +154,8 @@ def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
 
 
 QUARANTINE_RATE_THRESHOLD = 0.05
-# Silver dates are rebuilt by the streaming ingest run and by materializations; one writer at a time.
+# Materializations and backfills of silver take turns (the streaming ingest run stays out: it would
+# hold the pool for minutes and block its successor; see write_silver_partitions).
 SILVER_WRITER_POOL = "clickstream_silver_writer"
 
 
@@ -171,8 +172,19 @@ class SilverSummary:
 
 def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, SilverSummary]:
     """Rebuild silver and quarantine for `event_dates` from bronze, replacing exactly those dates.
-    Used by the silver asset (materializations, backfills) and to repair dates an ingest run left."""
-    return {d: _write(lake, d, build_silver_partition(lake, d), log) for d in event_dates}
+    Used by the silver asset (materializations, backfills) and to repair dates an ingest run left.
+
+    The streaming run may merge a new batch into a date while it is rebuilt here (they do not share a
+    lock, so that a following run never waits for a backfill): when the date's bronze files changed
+    between the start of a rebuild and the end of its write, the rebuild is done again."""
+    summaries = {}
+    for event_date in event_dates:
+        while True:
+            files = lake.list_keys(BRONZE_DATASET, f"event_date={event_date}")
+            summaries[event_date] = _write(lake, event_date, build_silver_partition(lake, event_date), log)
+            if lake.list_keys(BRONZE_DATASET, f"event_date={event_date}") == files:
+                break
+    return summaries
 
 
 def merge_silver_batch(

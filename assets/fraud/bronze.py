@@ -32,7 +32,7 @@ from assets.fraud.decision import (
 )
 from assets.fraud.rules import MarketRules
 from assets.fraud.serving import fraud_buyer_latest_features, write_latest_features
-from assets.kafka_ingest import IngestResult, ingest, wait_for_earlier_runs
+from assets.kafka_ingest import IngestResult, ingest, successor_starting, wait_for_earlier_runs
 from assets.provenance import reported_materialization
 from resources import KafkaResource, LakeResource, WarehouseResource
 
@@ -177,23 +177,11 @@ def bronze_fraud_risk_events(
         # Past the deadline, keep following while the successor the sensor launched is still starting (its
         # start-up can outlast the sensor's head start on a busy machine), for at most another window.
         now = time.monotonic()
-        if now >= deadline and (now >= deadline + config.follow_seconds or not _successor_starting(context)):
+        if now >= deadline and (now >= deadline + config.follow_seconds or not successor_starting(context)):
             break
         if not batch.ingest.records:
             time.sleep(config.poll_interval_seconds)
         until = None
-
-
-def _successor_starting(context: dg.AssetExecutionContext) -> bool:
-    """Whether a later run of this job was launched and has not started executing yet."""
-    me = context.instance.get_run_record_by_id(context.run.run_id)
-    starting = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=context.job_name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
-        )
-    )
-    return me is not None and any(r.create_timestamp > me.create_timestamp for r in starting)
 
 
 def _batch_metadata(batch: LiveBatch) -> dict:
