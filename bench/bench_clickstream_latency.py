@@ -8,7 +8,6 @@ import argparse
 import datetime as dt
 import json
 import os
-import signal
 import statistics
 import subprocess
 import sys
@@ -22,7 +21,7 @@ import pyarrow.parquet as pq
 
 from assets.clickstream.generator import event
 from assets.clickstream.parsing import SILVER_DATASET, TOPIC
-from bench.common import ROOT, free_port, kafka_broker, report
+from bench.common import ROOT, free_port, kafka_broker, report, stop_dagster_dev
 from resources import KafkaResource
 
 
@@ -85,11 +84,7 @@ def main() -> None:
                 time.sleep(0.25)
             thread.join()
         finally:
-            os.killpg(server.pid, signal.SIGINT)
-            try:
-                server.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_dagster_dev(server, f"{root}/home")
         latencies = sorted(seen[u] - t for u, t in produced.items() if u in seen)
         quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
         report(

@@ -20,7 +20,6 @@ import os
 import random
 import re
 import shutil
-import signal
 import statistics
 import subprocess
 import tempfile
@@ -38,7 +37,7 @@ from assets.fraud.generator import checkout_event, generate_changes, generate_ev
 from assets.fraud.rules import load_rules
 from assets.fraud.serving import LATEST_FEATURES_SQL, BuyerFeatureLookup
 from assets.kafka_ingest import MESSAGE_SCHEMA
-from bench.common import ROOT, free_port, kafka_broker, peak_rss_mib, pin_to_one_core, report
+from bench.common import ROOT, free_port, kafka_broker, peak_rss_mib, pin_to_one_core, report, stop_dagster_dev
 from resources import KafkaResource, LakeResource
 from resources.warehouse import engine
 
@@ -347,11 +346,7 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
             producer.close()
             quarantined = {e for e in produced if e not in seen} & _quarantined_ids(lake)
         finally:
-            os.killpg(server.pid, signal.SIGTERM)
-            try:
-                server.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(server.pid, signal.SIGKILL)
+            stop_dagster_dev(server, env["DAGSTER_HOME"])
             log.close()
     latencies = sorted(seen[e] - produced[e] for e in seen)
     if not latencies:

@@ -6,6 +6,7 @@ import json
 import os
 import platform as stdlib_platform
 import resource
+import signal
 import socket
 import subprocess
 import tempfile
@@ -85,3 +86,21 @@ def kafka_broker() -> Iterator[str]:
             yield f"127.0.0.1:{port}"
         finally:
             subprocess.run([ROOT / "platform" / "kafka.sh", "stop"], env=env, check=False)
+
+
+def stop_dagster_dev(server: subprocess.Popen, dagster_home: str) -> None:
+    """Stop `dagster dev` (started with start_new_session=True) and every process it started: code
+    servers can leave its process group and outlive it, so they are found by their DAGSTER_HOME."""
+    for sig, wait_s in ((signal.SIGTERM, 30), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(server.pid, sig)
+        try:
+            server.wait(timeout=wait_s)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    marker = f"DAGSTER_HOME={dagster_home}".encode()
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            if marker in Path(f"/proc/{pid}/environ").read_bytes().split(b"\0"):
+                os.kill(int(pid), signal.SIGKILL)

@@ -3,7 +3,6 @@
 import datetime as dt
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import duckdb
 from dagster._core.instance.ref import InstanceRef
 
 from assets.clickstream.parsing import SILVER_DATASET
+from bench.common import stop_dagster_dev
 from resources import KafkaResource
 from tests.clickstream_pipeline import produce, valid_event
 from tests.conftest import ROOT, free_port
@@ -82,9 +82,5 @@ def test_dagster_dev_sensor_materializes_events_as_they_arrive(kafka_broker, tmp
         assert duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone() == (200,)
         print(f"produce -> silver materialized under dagster dev: {seconds:.1f}s")
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(server.pid, signal.SIGKILL)
+        stop_dagster_dev(server, str(home))
         log.close()
