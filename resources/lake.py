@@ -1,6 +1,7 @@
 """The lake: bronze, silver, quarantine and gold files under one root (LAKE_ROOT): a local folder by
 default, or `s3://bucket/prefix` on S3 or any S3-compatible server (through dagster-aws)."""
 
+import contextlib
 import functools
 import io
 import json
@@ -172,8 +173,10 @@ class LakeResource(ConfigurableResource):
         tmp = Path(self.root) / "_tmp"
         tmp.mkdir(parents=True, exist_ok=True)
         for stale in tmp.iterdir():
-            if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
-                stale.unlink(missing_ok=True)
+            # Another process may rename or remove its own file between the listing and the stat.
+            with contextlib.suppress(FileNotFoundError):
+                if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
+                    stale.unlink(missing_ok=True)
         return tmp / f"{uuid.uuid4().hex}.part"
 
 

@@ -46,6 +46,7 @@ from assets.fraud.generator import (
     produce,
 )
 from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
+from assets.fraud.serving import build_latest_features
 from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
 from sensors.fraud import fraud_changes_kafka_sensor, fraud_dimension_dates_sensor, fraud_events_kafka_sensor
 
@@ -495,3 +496,9 @@ def test_a_rebuild_whose_inputs_changed_meanwhile_is_done_again(world, tmp_path,
     decision.write_decision_partition(lake, decision.LOADED_RULES, DAY)
     assert len(builds) == 2 and builds[0].bronze_rows < builds[1].bronze_rows
     assert query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()]) == expected
+
+
+def test_serving_table_before_any_buyer_change_is_empty_not_an_error(tmp_path):
+    """The live path may serve before the first buyer changes have built the SCD2 dimension."""
+    table = build_latest_features(LakeResource(root=str(tmp_path)), dt.datetime.now(dt.UTC))
+    assert table.num_rows == 0 and "buyer_id" in table.column_names

@@ -13,6 +13,7 @@ import pandas as pd
 import pyarrow.parquet as pq
 
 from assets.fraud.common import DECISION_EVENTS, DECISION_WRITER_POOL, LATEST_FEATURES, QUARANTINE_EVENTS, SCD1, SCD2
+from assets.fraud.decision import EMPTY_SCD2
 from resources import LakeResource, WarehouseResource
 from resources.warehouse import engine
 
@@ -102,7 +103,6 @@ def training_rows(lake: LakeResource, start: str | dt.date, end: str | dt.date) 
 def build_latest_features(lake: LakeResource, as_of: dt.datetime):
     """The serving table at `as_of`: every known buyer's current risk attributes and recent behaviour."""
     files = _decision_files(lake, (as_of - dt.timedelta(days=FEATURE_HISTORY_DAYS + 1)).date())
-    scd2 = lake.path(SCD2, "data.parquet")
     with engine() as conn:
         decision = (
             f"SELECT * FROM read_parquet({files!r}, hive_partitioning=false)"
@@ -111,7 +111,10 @@ def build_latest_features(lake: LakeResource, as_of: dt.datetime):
             "NULL::VARCHAR market, NULL::VARCHAR market_risk_level WHERE false"
         )
         conn.execute(f"CREATE VIEW decision AS {decision}")
-        conn.execute(f"CREATE VIEW scd2 AS SELECT * FROM read_parquet('{scd2}')")
+        # The live path can serve before the first buyer changes have built the dimension: no buyers yet.
+        scd2 = [str(f) for f in lake.files(SCD2)]
+        empty = f"SELECT *, true AS is_current FROM ({EMPTY_SCD2})"
+        conn.execute(f"CREATE VIEW scd2 AS {f'SELECT * FROM read_parquet({scd2!r})' if scd2 else empty}")
         return conn.execute(LATEST_FEATURES_SQL, {"as_of": as_of}).to_arrow_table()
 
 
