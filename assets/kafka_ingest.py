@@ -198,6 +198,7 @@ def ingest(
     max_records_per_partition: int = 500_000,
     on_progress: Callable[[str], None] = lambda _: None,
     on_durable: Callable[[IngestResult], None] | None = None,
+    on_dates: Callable[[list[str]], None] | None = None,
 ) -> IngestResult:
     """Move one pending range of `topic` into `dataset` in the lake and commit it; see module doc.
 
@@ -207,6 +208,7 @@ def ingest(
     Files land at `<dataset>/event_date=<date>/<topic>-<partition>-<first>-<last>.parquet`. Topic and
     group are logical names, resolved in the Kafka resource's namespace. `on_durable` runs once the
     files are durable and before the commit: whatever it records survives a crash at the commit.
+    `on_dates` runs before the first file is written, with the dates the batch will touch.
     """
     topic, group_id = kafka.topic(topic), kafka.group(group_id)
     result = IngestResult(ranges=plan_ranges(kafka, lake, topic, group_id, dataset, until, max_records_per_partition))
@@ -224,6 +226,8 @@ def ingest(
         )
     result.bronze = parsed = with_partition_dates(messages)
     bronze = parsed.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    if on_dates:
+        on_dates(sorted(d.isoformat() for d in pc.unique(bronze["event_date"]).to_pylist()))
     for p, (first, last) in result.ranges.items():
         in_partition = bronze.filter(pc.equal(bronze["partition"], p))
         for date in pc.unique(in_partition["event_date"]).to_pylist():

@@ -11,6 +11,7 @@ from pandera.typing import Series
 
 from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
 from assets.clickstream.silver import (
+    SILVER_PENDING,
     SilverSummary,
     clickstream_daily_partitions,
     merge_silver_batch,
@@ -22,9 +23,6 @@ from assets.clickstream.silver import (
 from assets.kafka_ingest import IngestResult, ingest, successor_starting, wait_for_earlier_runs
 from assets.pandera_checks import validate_schema
 from resources import KafkaResource, LakeResource
-
-# Dates whose bronze is committed but whose silver rebuild has not finished yet.
-DIRTY = "_silver_pending"
 
 
 class BronzeClickstreamMessage(pa.DataFrameModel):
@@ -67,12 +65,12 @@ def ingest_clickstream(
     after the merge; a date still marked when a run starts was left half-done by a crash and is rebuilt
     from bronze."""
 
-    def mark_dirty(durable: IngestResult) -> None:
-        for event_date in durable.rows_by_date:
-            lake.put(b"", BRONZE_DATASET, DIRTY, event_date)
+    def mark_pending(event_dates: list[str]) -> None:
+        for event_date in event_dates:
+            lake.put(b"", BRONZE_DATASET, SILVER_PENDING, event_date)
 
     known = set(clickstream_daily_partitions.get_partition_keys())
-    left_by_crash = set(lake.list_keys(BRONZE_DATASET, DIRTY, suffix="")) & known
+    left_by_crash = set(lake.list_keys(BRONZE_DATASET, SILVER_PENDING, suffix="")) & known
     result = ingest(
         kafka,
         lake,
@@ -83,7 +81,7 @@ def ingest_clickstream(
         until=until,
         max_records_per_partition=max_records_per_partition,
         on_progress=log.info if log else lambda _: None,
-        on_durable=mark_dirty,
+        on_dates=mark_pending,
     )
     # A date an earlier run left half-done, or whose bronze files the batch rewrote (a replay), is
     # rebuilt from bronze; the others just take the batch in.
@@ -93,7 +91,7 @@ def ingest_clickstream(
     if fresh and result.bronze is not None:
         builds |= merge_silver_batch(lake, result.bronze, fresh, log)
     for event_date in builds:
-        lake.delete(BRONZE_DATASET, DIRTY, event_date)
+        lake.delete(BRONZE_DATASET, SILVER_PENDING, event_date)
     return result, builds
 
 

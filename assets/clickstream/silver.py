@@ -2,6 +2,7 @@
 quarantine, where every message that could not become an event is kept with its reason."""
 
 import datetime as dt
+import time
 from dataclasses import dataclass
 
 import dagster as dg
@@ -154,6 +155,9 @@ def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
 
 
 QUARANTINE_RATE_THRESHOLD = 0.05
+# Marks, under bronze, the dates a streaming batch is being written to and merged into (set before its
+# first bronze file, cleared after the merge); a date still marked when a run starts is rebuilt.
+SILVER_PENDING = "_silver_pending"
 # Materializations and backfills of silver take turns (the streaming ingest run stays out: it would
 # hold the pool for minutes and block its successor; see write_silver_partitions).
 SILVER_WRITER_POOL = "clickstream_silver_writer"
@@ -330,22 +334,36 @@ def _check_unique(lake, event_date, _context):
     return repeated == 0, {"repeated_events": repeated}
 
 
-def _check_nothing_lost(lake, event_date, _context):
-    # Counting needs one narrow column, not the payloads.
-    bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}", columns=["offset"])
-    quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}", columns=["offset"])
-    stats = lake.read_json(*_stats_key(event_date)) or {}
-    duplicates = int(stats.get("duplicates", 0))  # type: ignore[union-attr]
-    bronze_rows = bronze.num_rows if bronze is not None else 0
-    accounted = len(_silver(lake, event_date)) + (quarantine.num_rows if quarantine is not None else 0) + duplicates
+def _check_nothing_lost(lake, event_date, _context, settle_seconds: float = 60.0):
+    # A streaming batch may land in the date while this reads: the counts are taken again until no
+    # batch is pending and bronze did not change meanwhile (or the wait is over: then they must agree).
+    deadline = time.monotonic() + settle_seconds
+    while True:
+        bronze_rows = _bronze_rows(lake, event_date)
+        quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}", columns=["offset"])
+        stats = lake.read_json(*_stats_key(event_date)) or {}
+        duplicates = int(stats.get("duplicates", 0))  # type: ignore[union-attr]
+        quarantined = quarantine.num_rows if quarantine is not None else 0
+        accounted = len(_silver(lake, event_date)) + quarantined + duplicates
+        settled = not lake.exists(BRONZE_DATASET, SILVER_PENDING, event_date) and bronze_rows == _bronze_rows(
+            lake, event_date
+        )
+        if settled or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     return accounted == bronze_rows, {"bronze_rows": bronze_rows, "accounted_rows": accounted, "duplicates": duplicates}
 
 
-def _check_quarantine_rate(lake, event_date, _context):
+def _bronze_rows(lake: LakeResource, event_date: str) -> int:
+    # Counting needs one narrow column, not the payloads.
     bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}", columns=["offset"])
+    return bronze.num_rows if bronze is not None else 0
+
+
+def _check_quarantine_rate(lake, event_date, _context):
     quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
     frame = quarantine.to_pandas() if quarantine is not None else pd.DataFrame({"reason": [], "payload": []})
-    total = bronze.num_rows if bronze is not None else 0
+    total = _bronze_rows(lake, event_date)
     rate = len(frame) / total if total else 0.0
     sample = frame.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str).to_dict(orient="records")
     return rate <= QUARANTINE_RATE_THRESHOLD, {
