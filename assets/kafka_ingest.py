@@ -9,77 +9,22 @@ exactly the same range, so it rewrites the same files instead of writing overlap
 
 from __future__ import annotations
 
-import gc
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
-from kafka import TopicPartition
 
+from assets.streaming import (  # noqa: F401  (re-exported for the domains not yet on the tables)
+    ACTIVE_RUN_STATUSES,
+    BRONZE_SCHEMA,
+    MESSAGE_SCHEMA,
+    read_range,
+    successor_starting,
+    wait_for_earlier_runs,
+)
 from resources import KafkaResource, LakeResource
 from resources.faults import failpoint
-
-# Runs that count as "in flight" for the one-ingest-run-per-topic rule.
-ACTIVE_RUN_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
-
-
-def wait_for_earlier_runs(context: dg.AssetExecutionContext, poll_seconds: float = 0.2) -> None:
-    """Hand-off between consecutive ingest runs of a topic: the next run is launched while the current
-    one still follows the topic (so its start-up overlaps), and consumes only once the earlier runs of
-    its job have ended. One consumer at a time, no gap while a run process starts."""
-    instance, job = context.instance, context.job_name
-    me = instance.get_run_record_by_id(context.run.run_id)
-    if me is None:
-        return
-    while True:
-        records = instance.get_run_records(dg.RunsFilter(job_name=job, statuses=ACTIVE_RUN_STATUSES))
-        if not [
-            r
-            for r in records
-            if r.dagster_run.run_id != context.run.run_id and r.create_timestamp < me.create_timestamp
-        ]:
-            return
-        time.sleep(poll_seconds)
-
-
-def successor_starting(context: dg.AssetExecutionContext) -> bool:
-    """Whether a later run of this job was launched and has not started executing yet: a following run
-    keeps following until then (its successor's start-up can outlast the sensor's head start on a
-    busy machine), so that no gap opens at the hand-off."""
-    me = context.instance.get_run_record_by_id(context.run.run_id)
-    starting = context.instance.get_run_records(
-        dg.RunsFilter(
-            job_name=context.job_name,
-            statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
-        )
-    )
-    return me is not None and any(r.create_timestamp > me.create_timestamp for r in starting)
-
-
-MESSAGE_SCHEMA = pa.schema(
-    [
-        ("topic", pa.string()),
-        ("partition", pa.int32()),
-        ("offset", pa.int64()),
-        ("kafka_timestamp", pa.timestamp("ms", tz="UTC")),
-        ("key", pa.binary()),
-        ("payload", pa.binary()),
-    ]
-)
-
-
-# Bronze as written to the lake: every message exactly as received, plus the date partition it belongs to.
-BRONZE_SCHEMA = MESSAGE_SCHEMA.append(pa.field("event_date", pa.date32()))
 
 
 @dataclass
@@ -118,72 +63,6 @@ def plan_ranges(
         if last >= committed:
             planned[partition] = (committed, last)
     return planned
-
-
-def read_range(
-    kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 120.0
-) -> pa.Table:
-    """Exactly the records in `ranges`, as an Arrow table in MESSAGE_SCHEMA."""
-    if not ranges:
-        return MESSAGE_SCHEMA.empty_table()
-    with gc_paused():
-        return _read_range(kafka, topic, ranges, timeout_s)
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Decoding a Kafka batch creates millions of short-lived, acyclic objects: reference counting frees
-    them, but their allocation keeps triggering cyclic collections that scan every object of the
-    process (Dagster's included), measured at about a third of the read's time. Paused for the read."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-def _read_range(kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> pa.Table:
-    batches: list[pa.RecordBatch] = []
-    with kafka.consumer(None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024) as consumer:
-        tps = {p: TopicPartition(topic, p) for p in ranges}
-        consumer.assign(list(tps.values()))
-        for p, (first, _) in ranges.items():
-            consumer.seek(tps[p], first)
-        remaining = {p: last for p, (_, last) in ranges.items()}
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Kafka did not deliver offsets up to {remaining} of {topic!r} within {timeout_s:.0f}s"
-                )
-            for tp, records in consumer.poll(timeout_ms=500, max_records=50_000).items():
-                last = remaining.get(tp.partition)
-                if last is None:
-                    continue
-                if records and records[-1].offset > last:
-                    records = [r for r in records if r.offset <= last]
-                if records:  # one column at a time: far cheaper than a row at a time
-                    batches.append(
-                        pa.RecordBatch.from_arrays(
-                            [
-                                pa.array([topic] * len(records), pa.string()),
-                                pa.array([tp.partition] * len(records), pa.int32()),
-                                pa.array([r.offset for r in records], pa.int64()),
-                                pa.array([r.timestamp for r in records], pa.int64()).cast(
-                                    MESSAGE_SCHEMA.field("kafka_timestamp").type
-                                ),
-                                pa.array([r.key for r in records], pa.binary()),
-                                pa.array([r.value for r in records], pa.binary()),
-                            ],
-                            schema=MESSAGE_SCHEMA,
-                        )
-                    )
-                if (records and records[-1].offset >= last) or (consumer.position(tp) or 0) > last:
-                    del remaining[tp.partition]
-                    consumer.pause(tp)
-    return pa.Table.from_batches(batches, schema=MESSAGE_SCHEMA)
 
 
 def ingest(

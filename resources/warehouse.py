@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Iterator
@@ -31,6 +32,7 @@ class WarehouseResource(ConfigurableResource):
                 time.sleep(0.2)
         try:
             conn.execute("SET TimeZone = 'UTC'")
+            load_delta(conn)
             yield conn
         finally:
             conn.close()
@@ -43,3 +45,19 @@ def engine() -> duckdb.DuckDBPyConnection:
     conn.execute("SET TimeZone = 'UTC'")
     conn.execute("SET enable_progress_bar = false")
     return conn
+
+
+@functools.cache
+def _delta_extension() -> str:
+    """DuckDB's delta extension, from its PyPI wheel (DuckDB would download it, which fails offline)."""
+    from pathlib import Path
+
+    import duckdb_extension_delta
+
+    return str(next(Path(duckdb_extension_delta.__file__).parent.rglob("*.duckdb_extension")))
+
+
+def load_delta(conn: duckdb.DuckDBPyConnection) -> None:
+    """Make `delta_scan` available on `conn`, for the views over the lake's Delta tables."""
+    conn.execute("SET autoinstall_known_extensions = false")
+    conn.execute(f"LOAD '{_delta_extension()}'")

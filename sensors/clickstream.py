@@ -2,8 +2,7 @@
 
 import dagster as dg
 
-from assets.clickstream.parsing import CONSUMER_GROUP, TOPIC
-from assets.clickstream.silver import clickstream_daily_partitions
+from assets.clickstream.names import CONSUMER_GROUP, TOPIC, clickstream_daily_partitions
 from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
 
 clickstream_ingest_job = dg.define_asset_job(

@@ -14,7 +14,7 @@ import time
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from assets.kafka_ingest import ACTIVE_RUN_STATUSES
+from assets.streaming import ACTIVE_RUN_STATUSES, TOUCHED_DATES
 from resources import KafkaResource
 
 # A following run's successor is launched this long before the run stops following, to cover the
@@ -125,7 +125,7 @@ def bronze_partitions_sensor(
         dates: set[str] = set()
         for record in records:
             materialization = record.asset_materialization
-            value = materialization.metadata.get("event_dates") if materialization else None
+            value = materialization.metadata.get(TOUCHED_DATES) if materialization else None
             dates.update(value.value if value is not None else [])  # type: ignore[union-attr]
         known = set(partitions_def.get_partition_keys(dynamic_partitions_store=context.instance))
         for date in sorted(dates - known):

@@ -9,8 +9,9 @@ import duckdb
 
 from assets.clickstream import bronze, gold, silver
 from assets.clickstream.generator import event
-from assets.clickstream.parsing import QUARANTINE_DATASET, SILVER_DATASET, TOPIC
+from assets.clickstream.names import QUARANTINE_TABLE, SILVER_TABLE, TOPIC
 from resources import KafkaResource, LakeResource
+from resources.warehouse import load_delta
 from sensors.clickstream import clickstream_kafka_sensor, clickstream_partitions_sensor
 
 ASSETS = dg.load_assets_from_modules([bronze, silver, gold])
@@ -93,13 +94,20 @@ def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | No
     return sorted(touched)
 
 
-def query(sql: str, lake: LakeResource, dataset: str = SILVER_DATASET):
-    files = sorted(str(p) for p in lake.path(dataset).glob("*/*.parquet"))
+def query(sql: str, lake: LakeResource, table: str = SILVER_TABLE):
+    """`sql` over the lake table `table` (as `t`), read the way analysts read it: DuckDB's delta_scan."""
     conn = duckdb.connect()
     conn.execute("SET TimeZone = 'UTC'")
-    conn.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+    load_delta(conn)
+    conn.execute(f"CREATE VIEW t AS SELECT * FROM delta_scan('{lake.uri(table)}')")
     return conn.execute(sql).fetchall()
 
 
+def data_files(lake: LakeResource, table: str) -> list[str]:
+    """The data files of the table's current version."""
+    delta = lake.table(table)
+    return sorted(delta.file_uris()) if delta is not None else []
+
+
 def quarantine(lake: LakeResource, sql: str = "SELECT reason, count(*) FROM t GROUP BY 1 ORDER BY 1"):
-    return query(sql, lake, QUARANTINE_DATASET)
+    return query(sql, lake, QUARANTINE_TABLE)

@@ -1,5 +1,6 @@
-"""A clickstream streaming micro-batch in a process of its own, so a test can SIGKILL it: exactly
-what the bronze asset runs (`ingest_clickstream`), without Dagster around it.
+"""A clickstream streaming micro-batch in a process of its own, so a test can SIGKILL it: exactly what
+the bronze asset runs for each batch (the streaming package with the clickstream's silver writer),
+without Dagster around it.
 
     python -m tests.ingest_worker --bootstrap HOST:PORT --namespace NS --lake DIR [--max-records N]
 """
@@ -7,7 +8,9 @@ what the bronze asset runs (`ingest_clickstream`), without Dagster around it.
 import argparse
 import json
 
-from assets.clickstream.bronze import ingest_clickstream
+from assets.clickstream.bronze import CLICKSTREAM_STREAM
+from assets.clickstream.silver import SilverWriter
+from assets.streaming import ingest_batch
 from resources import KafkaResource, LakeResource
 
 if __name__ == "__main__":
@@ -18,5 +21,8 @@ if __name__ == "__main__":
     parser.add_argument("--max-records", type=int, default=500_000)
     args = parser.parse_args()
     kafka = KafkaResource(bootstrap_servers=args.bootstrap, namespace=args.namespace, request_timeout_ms=5000)
-    result, builds = ingest_clickstream(kafka, LakeResource(root=args.lake), max_records_per_partition=args.max_records)
-    print(json.dumps({"records": result.records, "dates": sorted(builds)}))
+    lake = LakeResource(root=args.lake)
+    batch, _ = ingest_batch(
+        kafka, lake, CLICKSTREAM_STREAM, SilverWriter.open(lake), max_records_per_partition=args.max_records
+    )
+    print(json.dumps({"records": batch.records if batch else 0, "dates": sorted(batch.rows_by_date()) if batch else []}))

@@ -8,13 +8,20 @@ import dagster as dg
 import pytest
 
 from assets.clickstream.generator import IRREGULAR_KINDS, event, generate, irregular
-from assets.clickstream.gold import DAILY_METRICS_DATASET, PRODUCT_FUNNEL_DATASET
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, TOPIC
+from assets.clickstream.names import (
+    BRONZE_TABLE,
+    CONSUMER_GROUP,
+    DAILY_METRICS_TABLE,
+    PRODUCT_FUNNEL_TABLE,
+    SILVER_TABLE,
+    TOPIC,
+)
 from sensors.clickstream import clickstream_kafka_sensor
 from tests.clickstream_pipeline import (
     produce,
     quarantine,
     query,
+    data_files,
     run_date,
     run_ingest,
     run_pipeline,
@@ -51,9 +58,9 @@ def test_events_flow_from_kafka_to_silver_and_gold(kafka, lake, warehouse, resou
         "event_id",
     ]
     by_name = dict(query("SELECT event_name, count(*) FROM t GROUP BY 1", lake))
-    metrics = dict(query("SELECT event_name, sum(events) FROM t GROUP BY 1", lake, DAILY_METRICS_DATASET))
+    metrics = dict(query("SELECT event_name, sum(events) FROM t GROUP BY 1", lake, DAILY_METRICS_TABLE))
     assert metrics == by_name
-    funnel = query("SELECT sum(viewers), sum(clickers), sum(purchasers) FROM t", lake, PRODUCT_FUNNEL_DATASET)[0]
+    funnel = query("SELECT sum(viewers), sum(clickers), sum(purchasers) FROM t", lake, PRODUCT_FUNNEL_TABLE)[0]
     assert funnel[0] >= funnel[1] >= funnel[2] > 0
     # Offsets are committed after bronze is durable: nothing is pending any more.
     pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
@@ -117,13 +124,13 @@ def test_a_message_delivered_twice_is_one_row(kafka, lake, resources, instance):
     message = valid_event(NOON, "purchase", "user_dup", "SKU-D")
     produce(kafka, [message, message, valid_event(NOON, "view", "user_other")])
     run_pipeline(instance, resources)
-    # The same range replayed from Kafka (offsets reset) rewrites the same bronze files.
+    # The same range replayed from Kafka (offsets reset) is recognised by the tables' tokens: nothing is
+    # written again, anywhere.
     topic = kafka.topic(TOPIC)
-    files_before = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
+    files_before = {t: data_files(lake, t) for t in (BRONZE_TABLE, SILVER_TABLE)}
     kafka.commit(topic, kafka.group(CONSUMER_GROUP), {p: 0 for p in range(3)})
     run_pipeline(instance, resources)
-    files_after = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
-    assert files_after == files_before
+    assert {t: data_files(lake, t) for t in (BRONZE_TABLE, SILVER_TABLE)} == files_before
     assert query("SELECT user_id, count(*) FROM t GROUP BY 1 ORDER BY 1", lake) == [("user_dup", 1), ("user_other", 1)]
 
 
@@ -143,13 +150,13 @@ def test_backfill_twice_is_identical_and_leaves_other_partitions_alone(kafka, la
     assert sorted(dates) == sorted([DAY, other])  # the late event lands in its own date's partition
 
     snapshot = {p: _digest(p) for p in lake.path().rglob("*.parquet") if f"event_date={other}" in str(p)}
-    silver_file = lake.path("silver/clickstream_events", f"event_date={DAY}", "data.parquet")
+    assert snapshot
     first = query(f"SELECT * FROM t WHERE event_date = '{DAY}' ORDER BY event_id", lake)
     for _ in range(2):
         assert run_date(instance, resources, DAY).success
         assert query(f"SELECT * FROM t WHERE event_date = '{DAY}' ORDER BY event_id", lake) == first
-    assert silver_file.exists()
-    assert {p: _digest(p) for p in snapshot} == snapshot
+    assert len([f for f in data_files(lake, SILVER_TABLE) if f"event_date={DAY}" in f]) == 1  # one file per date
+    assert {p: _digest(p) for p in snapshot} == snapshot  # the other date's files, untouched
 
 
 def test_crash_between_write_and_commit_rewrites_the_same_range(kafka, lake, resources, instance, monkeypatch):
@@ -164,13 +171,13 @@ def test_crash_between_write_and_commit_rewrites_the_same_range(kafka, lake, res
         patched.setattr(type(kafka), "commit", crash)
         with pytest.raises(Exception, match="injected"):
             run_ingest(instance, resources, request)
-    written = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
+    written = data_files(lake, BRONZE_TABLE)
     assert written  # durable, but not acknowledged
     produce(kafka, [valid_event(NOON + dt.timedelta(minutes=5), user="after-crash")])
 
     run_pipeline(instance, resources)
-    rewritten = sorted(p.name for p in lake.path(BRONZE_DATASET).rglob("*.parquet"))
-    assert rewritten == written  # the retry re-read exactly the crashed range and rewrote its files
+    after_retry = data_files(lake, BRONZE_TABLE)
+    assert after_retry == written  # the retry found the crashed range in bronze and wrote nothing again
     assert query("SELECT count(*) FROM t", lake) == [(30,)]
     run_pipeline(instance, resources)  # the next tick takes what arrived after the crash
     assert query("SELECT count(*), count(DISTINCT event_id) FROM t", lake) == [(31, 31)]

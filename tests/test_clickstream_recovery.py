@@ -6,12 +6,18 @@ import os
 import subprocess
 import sys
 
-import duckdb
 import pytest
 
 from assets.clickstream.generator import IRREGULAR_KINDS, event, irregular
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, QUARANTINE_DATASET, SILVER_DATASET, TOPIC
-from assets.clickstream.silver import write_silver_partitions
+from assets.clickstream.names import (
+    BRONZE_TABLE,
+    CONSUMER_GROUP,
+    DUPLICATES_TABLE,
+    QUARANTINE_TABLE,
+    SILVER_TABLE,
+    TOPIC,
+)
+from assets.clickstream.silver import rebuild_dates
 from resources import KafkaResource, LakeResource
 from tests.clickstream_pipeline import produce, query, run_date, run_pipeline
 from tests.conftest import ROOT, free_port
@@ -19,7 +25,7 @@ from tests.conftest import ROOT, free_port
 # One event per second from here: 200,000 of them end 11.6 hours before today began, whatever the time
 # of day (events ahead of the broker's clock would be quarantined as absurd).
 START = dt.datetime.now(dt.UTC).replace(hour=6, minute=0, second=0, microsecond=0) - dt.timedelta(days=3)
-CRASH_POINTS = ["before_write", "mid_file", "mid_write", "before_commit", "after_commit"]
+CRASH_POINTS = ["before_write", "after_bronze", "between_tables", "before_commit", "after_commit"]
 
 
 def labelled_stream(valid: int, duplicates: int, broken: int) -> tuple[list[bytes], set[str]]:
@@ -64,10 +70,9 @@ def ingest_process(kafka: KafkaResource, lake: str, failpoint: str | None, max_r
 
 
 def assert_exactly_once(lake: LakeResource, kafka: KafkaResource, produced: int, users: set[str], broken: int):
-    silver = lake.read_dataset(SILVER_DATASET)
-    quarantine = lake.read_dataset(QUARANTINE_DATASET)
-    bronze = lake.read_dataset(BRONZE_DATASET)
-    assert silver is not None and quarantine is not None and bronze is not None
+    silver, quarantine, bronze, duplicates = (
+        lake.scan(t) for t in (SILVER_TABLE, QUARANTINE_TABLE, BRONZE_TABLE, DUPLICATES_TABLE)
+    )
     ids = silver.column("user_id").to_pylist()
     assert len(ids) == len(users) and set(ids) == users  # every valid event exactly once
     coordinates = set(
@@ -76,14 +81,9 @@ def assert_exactly_once(lake: LakeResource, kafka: KafkaResource, produced: int,
     assert quarantine.num_rows == len(coordinates) == broken  # every broken message exactly once
     offsets = sorted(zip(bronze.column("partition").to_pylist(), bronze.column("offset").to_pylist(), strict=True))
     assert len(offsets) == len(set(offsets)) == produced  # bronze: each offset once, none missing
+    assert silver.num_rows + duplicates.num_rows + quarantine.num_rows == produced  # every message accounted once
     pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
     assert all(start == end for start, end in pending.values())
-    # No temporary or partial file inside any dataset: every file there is a complete Parquet file.
-    for dataset in (BRONZE_DATASET, SILVER_DATASET, QUARANTINE_DATASET):
-        names = lake.list_keys(dataset, suffix="")
-        assert all(n.endswith(".parquet") or n.startswith(("_inflight", "_silver_pending")) for n in names), names
-        for name in (n for n in names if n.endswith(".parquet")):
-            duckdb.sql(f"SELECT count(*) FROM read_parquet('{lake.path(dataset, name)}')").fetchone()
 
 
 def test_sigkill_at_every_step_loses_and_duplicates_nothing(kafka, lake):
@@ -102,7 +102,6 @@ def test_sigkill_at_every_step_loses_and_duplicates_nothing(kafka, lake):
         if json.loads(finished.stdout.strip().splitlines()[-1])["records"] == 0:
             break
     assert_exactly_once(lake, kafka, len(messages), users, broken=2_000)
-    assert lake.list_keys(BRONZE_DATASET, "_silver_pending", suffix="") == []
 
 
 @pytest.fixture
@@ -150,7 +149,7 @@ def test_rebuild_from_bronze_after_losing_silver_gold_and_duckdb(kafka, lake, wa
     before = {d: query(f"SELECT * FROM t WHERE event_date = '{d}' ORDER BY event_id", lake) for d in dates}
     with warehouse.connect() as conn:
         gold_before = conn.execute("SELECT * FROM gold_clickstream_daily_metrics ORDER BY ALL").fetchall()
-    quarantine_before = query('SELECT * FROM t ORDER BY "partition", "offset"', lake, QUARANTINE_DATASET)
+    quarantine_before = query('SELECT * FROM t ORDER BY "partition", "offset"', lake, QUARANTINE_TABLE)
 
     for dataset in ("silver", "gold", "quarantine"):
         lake.delete(dataset)
@@ -159,7 +158,7 @@ def test_rebuild_from_bronze_after_losing_silver_gold_and_duckdb(kafka, lake, wa
         assert run_date(instance, resources, date).success
 
     assert {d: query(f"SELECT * FROM t WHERE event_date = '{d}' ORDER BY event_id", lake) for d in dates} == before
-    assert query('SELECT * FROM t ORDER BY "partition", "offset"', lake, QUARANTINE_DATASET) == quarantine_before
+    assert query('SELECT * FROM t ORDER BY "partition", "offset"', lake, QUARANTINE_TABLE) == quarantine_before
     with warehouse.connect() as conn:
         assert conn.execute("SELECT * FROM gold_clickstream_daily_metrics ORDER BY ALL").fetchall() == gold_before
     assert sum(len(rows) for rows in before.values()) == len(users)
@@ -168,6 +167,7 @@ def test_rebuild_from_bronze_after_losing_silver_gold_and_duckdb(kafka, lake, wa
 def test_write_silver_is_idempotent(lake, kafka, resources, instance):
     produce(kafka, labelled_stream(valid=100, duplicates=10, broken=5)[0])
     dates = run_pipeline(instance, resources)
-    first = {d: lake.get(SILVER_DATASET, f"event_date={d}", "data.parquet") for d in dates}
-    write_silver_partitions(lake, dates)
-    assert {d: lake.get(SILVER_DATASET, f"event_date={d}", "data.parquet") for d in dates} == first
+    first = [lake.scan(t, dates).to_pylist() for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)]
+    for _ in range(2):
+        rebuild_dates(lake, dates)
+        assert [lake.scan(t, dates).to_pylist() for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)] == first

@@ -8,7 +8,7 @@ import time
 
 import dagster as dg
 
-from assets.clickstream.parsing import CONSUMER_GROUP, TOPIC
+from assets.clickstream.names import CONSUMER_GROUP, TOPIC
 from resources import AlertsResource, KafkaResource
 
 

@@ -15,7 +15,7 @@ import json
 import random
 from collections.abc import Iterator
 
-from assets.clickstream.parsing import TOPIC
+from assets.clickstream.names import TOPIC
 
 PRODUCTS = [
     (f"SKU-{1000 + i}", name)

@@ -3,16 +3,19 @@
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.typing import Series
 
-from assets.clickstream.parsing import SILVER_DATASET
-from assets.clickstream.silver import SILVER_COLUMNS, clickstream_daily_partitions
-from assets.pandera_checks import schema_check_result, table_schema, to_arrow
+from assets.clickstream.names import (
+    DAILY_METRICS_TABLE,
+    PRODUCT_FUNNEL_TABLE,
+    SILVER_TABLE,
+    clickstream_daily_partitions,
+)
+from assets.clickstream.silver import SILVER_ARROW_SCHEMA
+from assets.pandera_checks import schema_check_result, table_schema
 from resources import LakeResource, WarehouseResource
 from resources.warehouse import engine
-
-DAILY_METRICS_DATASET = "gold/clickstream_daily_metrics"
-PRODUCT_FUNNEL_DATASET = "gold/clickstream_product_funnel"
 
 
 class DailyMetrics(pa.DataFrameModel):
@@ -82,7 +85,7 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
             "gold_clickstream_daily_metrics",
             deps=["silver_clickstream_events"],
             group_name="clickstream_gold",
-            kinds={"parquet", "duckdb"},
+            kinds={"deltalake", "duckdb"},
             description="Events, distinct users and distinct products per day, event name and platform.",
             metadata={"dagster/column_schema": table_schema(DailyMetrics)},
         ),
@@ -90,7 +93,7 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
             "gold_clickstream_product_funnel",
             deps=["silver_clickstream_events"],
             group_name="clickstream_gold",
-            kinds={"parquet", "duckdb"},
+            kinds={"deltalake", "duckdb"},
             description=(
                 "Per product and day: users who viewed, then clicked, then purchased it, and the "
                 "conversion rates between the stages."
@@ -107,22 +110,27 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
 )
 def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
     """Recompute the run's dates of gold from silver and publish them as DuckDB views."""
-    outputs: dict[str, list[pd.DataFrame]] = {DAILY_METRICS_DATASET: [], PRODUCT_FUNNEL_DATASET: []}
+    outputs: dict[str, list[pd.DataFrame]] = {DAILY_METRICS_TABLE: [], PRODUCT_FUNNEL_TABLE: []}
     for event_date in context.partition_keys:
-        silver = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
+        silver = lake.scan(SILVER_TABLE, [event_date], schema=SILVER_ARROW_SCHEMA)
         with engine() as conn:
-            conn.register("silver", silver if silver is not None else to_arrow(pd.DataFrame(columns=SILVER_COLUMNS)))
-            metrics = conn.execute(DAILY_METRICS_SQL).df()
-            funnel = conn.execute(PRODUCT_FUNNEL_SQL).df()
-        funnel.insert(0, "event_date", event_date)
-        for dataset, frame in ((DAILY_METRICS_DATASET, metrics), (PRODUCT_FUNNEL_DATASET, funnel)):
-            lake.replace_dir({"data.parquet": to_arrow(frame)}, dataset, f"event_date={event_date}")
-            outputs[dataset].append(frame)
-    for dataset, model, asset, check in (
-        (DAILY_METRICS_DATASET, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
-        (PRODUCT_FUNNEL_DATASET, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
+            conn.register("silver", silver)
+            # Arrow straight from DuckDB: an empty date keeps the columns' types.
+            metrics = conn.execute(DAILY_METRICS_SQL).to_arrow_table()
+            funnel = conn.execute(
+                f"SELECT DATE '{event_date}' AS event_date, * FROM ({PRODUCT_FUNNEL_SQL})"
+            ).to_arrow_table()
+        metrics = metrics.set_column(0, "event_date", metrics["event_date"].cast(pyarrow.date32()))
+        for table, rows in ((DAILY_METRICS_TABLE, metrics), (PRODUCT_FUNNEL_TABLE, funnel)):
+            lake.replace_dates(table, rows, [event_date])
+            frame = rows.to_pandas()
+            frame["event_date"] = frame["event_date"].astype(str)
+            outputs[table].append(frame)
+    for table, model, asset, check in (
+        (DAILY_METRICS_TABLE, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
+        (PRODUCT_FUNNEL_TABLE, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
     ):
-        frame = pd.concat(outputs[dataset], ignore_index=True)
+        frame = pd.concat(outputs[table], ignore_index=True)
         yield dg.MaterializeResult(
             asset_key=asset,
             metadata={
@@ -136,7 +144,7 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
 
 def publish(warehouse: WarehouseResource, lake: LakeResource, gold: dict[str, pd.DataFrame]) -> None:
     """Gold dates into DuckDB tables (replacing exactly those dates), so analysts query them by name;
-    on a local lake, silver is there too, as a view over its files."""
+    silver is there too, as a view over its Delta table (DuckDB's delta extension)."""
     with warehouse.connect() as conn:
         for dataset, frame in gold.items():
             table = dataset.replace("/", "_")
@@ -145,9 +153,6 @@ def publish(warehouse: WarehouseResource, lake: LakeResource, gold: dict[str, pd
             conn.execute(f"DELETE FROM {table} WHERE event_date IN (SELECT DISTINCT event_date FROM frame)")
             conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
             conn.unregister("frame")
-        if not lake.is_s3 and lake.list_keys(SILVER_DATASET):
-            pattern = str(lake.path(SILVER_DATASET).resolve() / "*" / "*.parquet")
-            conn.execute(
-                "CREATE OR REPLACE VIEW silver_clickstream_events AS "
-                f"SELECT * FROM read_parquet('{pattern}', hive_partitioning=false)"
-            )
+        if not lake.is_s3 and lake.table(SILVER_TABLE) is not None:
+            source = f"delta_scan('{lake.uri(SILVER_TABLE)}')"
+            conn.execute(f"CREATE OR REPLACE VIEW silver_clickstream_events AS SELECT * FROM {source}")

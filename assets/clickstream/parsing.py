@@ -1,4 +1,4 @@
-"""How a raw clickstream message (seed 004) becomes a typed event, or a quarantine reason.
+"""How a raw clickstream message becomes a typed event, or a quarantine reason.
 
 Structural problems (bytes that are not UTF-8, text that is not JSON, fields of the wrong JSON type,
 timestamps that do not parse or are absurd) are found here in SQL, because they decide the event's
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from assets.kafka_ingest import MESSAGE_SCHEMA
+from assets.streaming import MESSAGE_SCHEMA
 from resources.warehouse import engine
 
 # The first day a clickstream event may carry; anything earlier is an absurd timestamp.
@@ -91,12 +91,3 @@ def parse_messages(messages: pa.Table, then: str = "SELECT * FROM parsed") -> pa
     for name in parsed.column_names:
         table = table.append_column(name, parsed[name])
     return table
-
-
-TOPIC = "clickstream.events"
-CONSUMER_GROUP = "platform.clickstream.bronze"
-BRONZE_DATASET = "bronze/clickstream_events"
-SILVER_DATASET = "silver/clickstream_events"
-QUARANTINE_DATASET = "quarantine/clickstream_events"
-EVENT_NAMES = ["view", "click", "add_to_cart", "purchase"]
-PLATFORMS = ["web", "mobile", "ios", "android"]

@@ -1,31 +1,41 @@
-"""Silver: clickstream events flattened to seed 004's schema, validated, deduplicated; and the
-quarantine, where every message that could not become an event is kept with its reason."""
+"""Silver: clickstream events flattened to the business's event schema, validated, deduplicated; and
+the quarantine, where every message that could not become an event is kept with its reason.
 
-import datetime as dt
+Two ways in, one result:
+- the stream: each micro-batch appends its new events, its quarantined messages and its duplicates
+  (O(batch): the batch is checked against the event ids held in memory, `SeenEvents`);
+- a materialization or backfill of a date: the date rebuilt from bronze and replaced in one commit per
+  table (exact, whole-date: the daily close of yesterday, a reprocessing, a disaster recovery).
+"""
+
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import dagster as dg
+import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
 import pyarrow.compute as pc
+import pyarrow.dataset as pads
 from pandera.typing import Series
 
-from assets.clickstream.parsing import (
-    BRONZE_DATASET,
+from assets.clickstream.names import (
+    BRONZE_TABLE,
+    DUPLICATES_TABLE,
     EVENT_NAMES,
     PLATFORMS,
-    QUARANTINE_DATASET,
-    SILVER_DATASET,
-    parse_messages,
+    QUARANTINE_TABLE,
+    SILVER_TABLE,
+    clickstream_daily_partitions,
 )
-from assets.kafka_ingest import MESSAGE_SCHEMA
+from assets.clickstream.parsing import parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
+from assets.streaming import BRONZE_SCHEMA, Batch, Report, append_once, date_token
 from resources import LakeResource
+from resources.faults import failpoint
+from resources.lake import CommitFailedError
 from resources.warehouse import engine
-
-clickstream_daily_partitions = dg.DailyPartitionsDefinition(start_date="2023-01-01", end_offset=2)
 
 
 class SilverClickstreamEvent(pa.DataFrameModel):
@@ -77,28 +87,31 @@ QUARANTINE_ARROW_SCHEMA = pyarrow.schema(
     ]
 )
 QUARANTINE_COLUMNS = list(QuarantinedClickstreamMessage.to_schema().columns)
-# Identical content is the same event: the seed's events carry no id, so a message delivered twice
-# (producer retry, replay) is recognised by the hash of everything it says.
+# A message whose event silver already holds: where it came from and which event it repeated. Kept so
+# that the accounting is exact: bronze = silver + duplicates + quarantine, per date.
+DUPLICATE_ARROW_SCHEMA = pyarrow.schema(
+    [
+        ("topic", pyarrow.string()),
+        ("partition", pyarrow.int64()),
+        ("offset", pyarrow.int64()),
+        ("event_id", pyarrow.string()),
+        ("event_date", pyarrow.date32()),
+    ]
+)
+# Identical content is the same event: the events carry no id of their own, so a message delivered
+# twice (producer retry, replay) is recognised by the hash of everything it says.
 _EVENT_ID_SQL = 'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"]))'
 _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
-
-
-@dataclass
-class SilverBuild:
-    silver: pyarrow.Table
-    quarantine: pyarrow.Table
-    bronze_rows: int
-    duplicates: int
-
-    def reasons(self) -> dict[str, int]:
-        counts = self.quarantine["reason"].value_counts().to_pylist()
-        return {c["values"]: c["counts"] for c in counts}
+QUARANTINE_RATE_THRESHOLD = 0.05
+# Materializations and backfills of silver take turns; the streaming run stays out of the pool (it would
+# hold it for minutes and block its successor): concurrent writers are resolved by the table's commits.
+SILVER_WRITER_POOL = "clickstream_silver_writer"
 
 
 def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
     """`messages` parsed (`parse_messages`) and routed in the same pass: each row gets its `event_id`
     and its quarantine `reason` (a structural error, or SilverClickstreamEvent's rules it fails; NULL
-    for a good event). What ingest writes to bronze and merges into silver."""
+    for a good event). What ingest writes to bronze and hands to silver."""
     return parse_messages(
         messages,
         then=f"""SELECT {_SILVER_SELECT},
@@ -107,146 +120,326 @@ def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
     )
 
 
-def build_silver(
-    routed: pyarrow.Table,
-    event_date: str,
-    *,
-    silver: pyarrow.Table | None = None,
-    quarantine: pyarrow.Table | None = None,
-) -> SilverBuild:
-    """Silver and quarantine of `event_date` after adding the `routed` messages (`route_messages`) to
-    what the date already holds (`silver`, `quarantine`; nothing when rebuilding from bronze). An
-    event already in silver or twice in `routed` is a duplicate. The result does not depend on how
-    the date's messages were split into batches."""
-    old_rows = silver.num_rows if silver is not None else 0
-    good = pc.is_null(routed["reason"])
-    with engine() as conn:
-        conn.register("new", routed.select(SILVER_COLUMNS).filter(good))
-        conn.register("old_silver", silver if silver is not None else SILVER_ARROW_SCHEMA.empty_table())
-        merged = conn.execute(
-            f"""SELECT {_SILVER_SELECT} FROM old_silver UNION ALL (
-                SELECT DISTINCT ON (event_id) * FROM new n
-                WHERE NOT EXISTS (SELECT 1 FROM old_silver o WHERE o.event_id = n.event_id)
-            ) ORDER BY event_datetime, event_id"""
-        ).to_arrow_table()
-    rejected = routed.filter(pc.invert(good))
-    rejected = pyarrow.table(
-        {
-            **{name: rejected[name] for name in ("topic", "partition", "offset", "kafka_timestamp", "payload")},
-            "reason": rejected["reason"],
-            "event_date": pyarrow.repeat(pyarrow.scalar(dt.date.fromisoformat(event_date)), rejected.num_rows),
+@dataclass
+class SilverRows:
+    """What a set of routed messages adds to silver, quarantine and the duplicates."""
+
+    silver: pyarrow.Table
+    quarantine: pyarrow.Table
+    duplicates: pyarrow.Table
+
+    def reasons(self) -> dict[str, int]:
+        counts = self.quarantine["reason"].value_counts().to_pylist()
+        return {c["values"]: c["counts"] for c in counts}
+
+    def summary(self) -> dict:
+        return {
+            "rows": self.silver.num_rows,
+            "quarantined": self.quarantine.num_rows,
+            "duplicates": self.duplicates.num_rows,
+            "reasons": self.reasons(),
         }
+
+
+def split_routed(routed: pyarrow.Table, seen: np.ndarray | None = None) -> SilverRows:
+    """Silver, quarantine and duplicate rows of `routed` messages (in offset order per partition). An
+    event counts once: the first message carrying it, unless `seen` (a mask over the good rows) says
+    silver already holds it. Rows keep `partition` and `event_date` (the tokens of `append_once`)."""
+    good = pc.is_null(routed["reason"])
+    rejected = routed.filter(pc.invert(good))
+    quarantine = pyarrow.table(
+        {name: rejected[name] for name in ("topic", "partition", "offset", "kafka_timestamp", "payload", "reason")}
+        | {"event_date": rejected["event_date"]}
     ).cast(QUARANTINE_ARROW_SCHEMA)
-    valid = routed.num_rows - rejected.num_rows
-    if quarantine is not None:
-        rejected = pyarrow.concat_tables([quarantine.cast(QUARANTINE_ARROW_SCHEMA), rejected])
-    return SilverBuild(
-        merged.cast(SILVER_ARROW_SCHEMA),
-        rejected.sort_by([("partition", "ascending"), ("offset", "ascending")]),
-        bronze_rows=routed.num_rows,
-        duplicates=valid - (merged.num_rows - old_rows),
+    events = routed.filter(good)
+    with engine() as conn:
+        conn.register("events", events.select(["event_id"]))
+        # The first message of each event in the batch (input order: offsets ascending per partition).
+        first = conn.execute(
+            "SELECT row_number() OVER (PARTITION BY event_id ORDER BY i) = 1 AS first "
+            "FROM (SELECT event_id, row_number() OVER () AS i FROM events) ORDER BY i"
+        ).to_arrow_table()["first"]
+    new = first if seen is None else pc.and_(first, pyarrow.array(~seen))
+    duplicates = events.filter(pc.invert(new))
+    return SilverRows(
+        silver=events.filter(new).select([*SILVER_COLUMNS, "partition"]),
+        quarantine=quarantine,
+        duplicates=pyarrow.table({name: duplicates[name] for name in DUPLICATE_ARROW_SCHEMA.names}).cast(
+            DUPLICATE_ARROW_SCHEMA
+        ),
     )
 
 
-def build_silver_partition(lake: LakeResource, event_date: str) -> SilverBuild:
-    """Silver and quarantine rows of one `event_date`, rebuilt from every bronze file of that date."""
-    bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}")
-    return build_silver(route_messages(bronze if bronze is not None else MESSAGE_SCHEMA.empty_table()), event_date)
+def _stored_silver(rows: pyarrow.Table) -> pyarrow.Table:
+    return rows.select(SILVER_COLUMNS).cast(SILVER_ARROW_SCHEMA)
 
 
-QUARANTINE_RATE_THRESHOLD = 0.05
-# Marks, under bronze, the dates a streaming batch is being written to and merged into (set before its
-# first bronze file, cleared after the merge); a date still marked when a run starts is rebuilt.
-SILVER_PENDING = "_silver_pending"
-# Materializations and backfills of silver take turns (the streaming ingest run stays out: it would
-# hold the pool for minutes and block its successor; see write_silver_partitions).
-SILVER_WRITER_POOL = "clickstream_silver_writer"
+# -- the stream: O(batch) ------------------------------------------------------------------------------------
+
+_NIBBLE = np.zeros(256, np.uint64)
+for _i, _c in enumerate(b"0123456789abcdef"):
+    _NIBBLE[_c] = _i
+_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
 
 
-@dataclass(frozen=True)
-class SilverSummary:
-    """What a date's rebuild wrote (the rows themselves are in the lake, not kept in memory)."""
+def id_halves(ids: pyarrow.Array | pyarrow.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
+    """32-hex-digit event ids as two uint64 arrays (high and low half), decoded without Python objects."""
+    arr = ids.combine_chunks() if isinstance(ids, pyarrow.ChunkedArray) else ids
+    if len(arr) == 0:
+        return np.empty(0, np.uint64), np.empty(0, np.uint64)
+    arr = arr.cast(pyarrow.string())
+    offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
+    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(-1, 32)
+    hi, lo = np.empty(len(arr), np.uint64), np.empty(len(arr), np.uint64)
+    for start in range(0, len(arr), 1 << 20):  # bounded scratch memory
+        nibbles = _NIBBLE[data[start : start + (1 << 20)]]
+        hi[start : start + len(nibbles)] = (nibbles[:, :16] << _SHIFTS).sum(axis=1, dtype=np.uint64)
+        lo[start : start + len(nibbles)] = (nibbles[:, 16:] << _SHIFTS).sum(axis=1, dtype=np.uint64)
+    return hi, lo
 
-    rows: int
-    quarantined: int
-    bronze_rows: int
-    duplicates: int
-    reasons: dict[str, int]
+
+_MINUTE_US = 60_000_000
 
 
-def write_silver_partitions(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, SilverSummary]:
-    """Rebuild silver and quarantine for `event_dates` from bronze, replacing exactly those dates.
-    Used by the silver asset (materializations, backfills) and to repair dates an ingest run left.
+@dataclass
+class SeenEvents:
+    """The event ids silver holds, for the duplicate check of a streaming batch, held by the following
+    run instead of reading the date again. A duplicate repeats its event's content, time included, so
+    ids are kept per event minute: a batch is checked against the minutes it carries only.
 
-    The streaming run may merge a new batch into a date while it is rebuilt here (they do not share a
-    lock, so that a following run never waits for a backfill): when the date's bronze files changed
-    between the start of a rebuild and the end of its write, the rebuild is done again."""
+    Memory is bounded: the minutes of the last `window_minutes` (by the newest event seen) stay; an
+    event in an older minute loads that minute from the table first (late events are rare). 16 bytes
+    per event id (two uint64 halves, sorted per minute): 16 MB per million events held."""
+
+    lake: LakeResource
+    window_minutes: int = 30
+    minutes: dict[int, tuple[np.ndarray, np.ndarray]] = field(default_factory=dict)  # minute -> (lo sorted, hi)
+    loaded_from: int | None = None  # every minute from here on is in `minutes` (or holds no event)
+
+    def start(self, now_us: int) -> None:
+        """Load the window before `now_us` from silver: what a run started after a crash needs."""
+        self.loaded_from = now_us // _MINUTE_US - self.window_minutes
+        self._load(self.loaded_from, None)
+
+    def is_seen(self, rows: pyarrow.Table) -> np.ndarray:
+        """Mask: which of `rows` (event_datetime, event_id) silver already holds."""
+        minute = _minutes(rows)
+        self._cover(np.unique(minute))
+        hi, lo = id_halves(rows["event_id"])
+        seen = np.zeros(len(minute), bool)
+        for m in np.unique(minute):
+            at = np.nonzero(minute == m)[0]
+            lo_sorted, hi_sorted = self.minutes.get(int(m), (np.empty(0, np.uint64), np.empty(0, np.uint64)))
+            if not len(lo_sorted):
+                continue
+            pos = np.searchsorted(lo_sorted, lo[at])
+            for k in range(3):  # equal low halves are adjacent; more than three would be a miracle
+                p = np.minimum(pos + k, len(lo_sorted) - 1)
+                seen[at] |= (lo_sorted[p] == lo[at]) & (hi_sorted[p] == hi[at])
+        return seen
+
+    def add(self, rows: pyarrow.Table) -> None:
+        """Remember `rows` (appended to silver) and forget the minutes that fell out of the window."""
+        if not rows.num_rows:
+            return
+        minute = _minutes(rows)
+        hi, lo = id_halves(rows["event_id"])
+        self._insert(minute, hi, lo)
+        horizon = int(minute.max()) - self.window_minutes
+        if self.loaded_from is None or horizon > self.loaded_from:
+            for m in [m for m in self.minutes if m < horizon]:
+                del self.minutes[m]
+            self.loaded_from = max(self.loaded_from or horizon, horizon)
+
+    @property
+    def size(self) -> int:
+        return sum(len(lo) for lo, _ in self.minutes.values())
+
+    def _insert(self, minute: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> None:
+        for m in np.unique(minute):
+            at = np.nonzero(minute == m)[0]
+            order = np.argsort(lo[at], kind="stable")
+            new_lo, new_hi = lo[at][order], hi[at][order]
+            old_lo, old_hi = self.minutes.get(int(m), (np.empty(0, np.uint64), np.empty(0, np.uint64)))
+            pos = np.searchsorted(old_lo, new_lo)
+            self.minutes[int(m)] = (np.insert(old_lo, pos, new_lo), np.insert(old_hi, pos, new_hi))
+
+    def _cover(self, minutes: np.ndarray) -> None:
+        """Load the minutes that are neither held nor known to be empty."""
+        for m in (int(m) for m in minutes):
+            if m not in self.minutes and (self.loaded_from is None or m < self.loaded_from):
+                self._load(m, m + 1)
+                self.minutes.setdefault(m, (np.empty(0, np.uint64), np.empty(0, np.uint64)))
+
+    def _load(self, first_minute: int, end_minute: int | None) -> None:
+        start = _datetime(first_minute)
+        where = pads.field("event_datetime") >= pyarrow.scalar(start, pyarrow.timestamp("us", tz="UTC"))
+        dates = None
+        if end_minute is not None:
+            end = _datetime(end_minute)
+            where &= pads.field("event_datetime") < pyarrow.scalar(end, pyarrow.timestamp("us", tz="UTC"))
+            dates = [start.date().isoformat()]
+        rows = self.lake.scan(
+            SILVER_TABLE, dates, columns=["event_datetime", "event_id"], where=where, schema=SILVER_ARROW_SCHEMA
+        )
+        if dates is None:  # from a minute on: the dates from its own to the newest
+            rows = rows.filter(pc.greater_equal(rows["event_datetime"], pyarrow.scalar(start)))
+        if rows.num_rows:
+            self._insert(_minutes(rows), *id_halves(rows["event_id"]))
+
+
+def _minutes(rows: pyarrow.Table) -> np.ndarray:
+    micros = rows["event_datetime"].cast(pyarrow.timestamp("us", tz="UTC")).cast(pyarrow.int64())
+    return (micros.to_numpy() // _MINUTE_US).astype(np.int64)
+
+
+def _datetime(minute: int):
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(minute * 60, dt.UTC)
+
+
+@dataclass
+class SilverWriter:
+    """What the clickstream stream does with each micro-batch (registered with the streaming package):
+    append its quarantined messages, its duplicates and its new events, each table once per batch
+    (`append_once`), and report the dates it touched with their checks."""
+
+    lake: LakeResource
+    seen: SeenEvents
+
+    @classmethod
+    def open(cls, lake: LakeResource, window_minutes: int = 30) -> "SilverWriter":
+        seen = SeenEvents(lake, window_minutes)
+        seen.start(time.time_ns() // 1000)
+        return cls(lake, seen)
+
+    def __call__(self, batch: Batch) -> Report:
+        routed = batch.rows
+        good = routed.filter(pc.is_null(routed["reason"]))
+        split = split_routed(routed, self.seen.is_seen(good))
+        # Quarantine and duplicates first, silver last: a retry after a crash between them finds silver
+        # as it was, so the duplicate check decides exactly as before.
+        append_once(self.lake, QUARANTINE_TABLE, split.quarantine, batch)
+        failpoint("between_tables")
+        append_once(self.lake, DUPLICATES_TABLE, split.duplicates, batch)
+        appended = append_once(self.lake, SILVER_TABLE, split.silver, batch, SILVER_ARROW_SCHEMA)
+        if appended:
+            self.seen.add(split.silver)
+        return _batch_report(batch, split)
+
+
+def _batch_report(batch: Batch, split: SilverRows) -> Report:
+    """Per date the batch touched: silver and quarantine materializations (what the batch added) and the
+    batch's accounting (every message of it in silver, quarantine or the duplicates)."""
+    report = Report()
+    by_date = {
+        name: _count_by_date(table)
+        for name, table in (
+            ("silver", split.silver),
+            ("quarantine", split.quarantine),
+            ("duplicates", split.duplicates),
+        )
+    }
+    for event_date, bronze_rows in batch.rows_by_date().items():
+        added = {name: counts.get(event_date, 0) for name, counts in by_date.items()}
+        accounted = added["silver"] + added["quarantine"] + added["duplicates"]
+        report.materializations += [
+            dg.AssetMaterialization(
+                "silver_clickstream_events",
+                partition=event_date,
+                metadata={"rows_added": added["silver"], "duplicates_removed": added["duplicates"]},
+            ),
+            dg.AssetMaterialization(
+                "quarantine_clickstream_events", partition=event_date, metadata={"rows_added": added["quarantine"]}
+            ),
+        ]
+        report.checks.append(
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("quarantine_clickstream_events"),
+                check_name="nothing_lost_check",
+                passed=accounted == bronze_rows,
+                metadata={"bronze_rows": bronze_rows, "accounted_rows": accounted, "scope": "micro-batch"},
+                partition=event_date,
+            )
+        )
+    return report
+
+
+def _count_by_date(table: pyarrow.Table) -> dict[str, int]:
+    counts = table["event_date"].value_counts().to_pylist() if table.num_rows else []
+    return {c["values"].isoformat(): c["counts"] for c in counts}
+
+
+# -- a date rebuilt from bronze: O(date), exact ----------------------------------------------------------------
+
+
+def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, dict]:
+    """Rebuild silver, quarantine and duplicates of `event_dates` from bronze, replacing exactly those
+    dates (one commit per table and date) and compacting their bronze files. Used by materializations
+    and backfills of silver (the daily close, reprocessing, disaster recovery).
+
+    The streaming run may append to a date while it is rebuilt here: the replace is computed from the
+    table version read at the start and fails if a batch landed in the date since (the rebuild then
+    starts over); it records the date tokens of everything it read from bronze, so a batch it covered
+    is not appended again afterwards."""
     summaries = {}
     for event_date in event_dates:
         while True:
-            files = lake.list_keys(BRONZE_DATASET, f"event_date={event_date}")
-            summaries[event_date] = _write(lake, event_date, build_silver_partition(lake, event_date), log)
-            if lake.list_keys(BRONZE_DATASET, f"event_date={event_date}") == files:
-                break
+            versions = {t: _version(lake, t) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)}
+            bronze = lake.scan(BRONZE_TABLE, [event_date], schema=BRONZE_SCHEMA).cast(BRONZE_SCHEMA)
+            bronze = bronze.sort_by([("partition", "ascending"), ("offset", "ascending")])
+            tokens = _covered_tokens(bronze, event_date)
+            split = split_routed(route_messages(bronze))
+            try:
+                for table, rows in (
+                    (QUARANTINE_TABLE, split.quarantine),
+                    (DUPLICATES_TABLE, split.duplicates),
+                    (
+                        SILVER_TABLE,
+                        _stored_silver(split.silver).sort_by(
+                            [("event_datetime", "ascending"), ("event_id", "ascending")]
+                        ),
+                    ),
+                ):
+                    lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
+            except CommitFailedError as conflict:
+                if log:
+                    log.info(
+                        f"{event_date}: a streaming batch landed during the rebuild; rebuilding again ({conflict})"
+                    )
+                continue
+            break
+        lake.compact(BRONZE_TABLE, [event_date])
+        summaries[event_date] = split.summary() | {"bronze_rows": bronze.num_rows}
+        if log:
+            log.info(f"{event_date}: {summaries[event_date]}")
     return summaries
 
 
-def merge_silver_batch(
-    lake: LakeResource, routed: pyarrow.Table, event_dates: list[str], log=None
-) -> dict[str, SilverSummary]:
-    """Add a freshly ingested batch (`routed`, already in bronze) to its `event_dates` of silver and
-    quarantine, without reading bronze again: the streaming path. Gives the same rows as a rebuild."""
-    summaries = {}
-    # Only quarantined rows keep their payload; then one reordering by date (stable: offsets stay in
-    # order) and a zero-copy slice per date.
-    kept = pc.if_else(pc.is_null(routed["reason"]), pyarrow.scalar(None, pyarrow.binary()), routed["payload"])
-    routed = routed.drop_columns(["key", "payload"]).append_column("payload", kept)
-    routed = routed.take(pc.sort_indices(routed["event_date"]))
-    dates = routed["event_date"].cast(pyarrow.string())
-    for event_date in event_dates:
-        first = pc.index(dates, event_date).as_py()
-        count = pc.sum(pc.equal(dates, event_date)).as_py() or 0
-        rows = routed.slice(first, count) if first >= 0 else routed.slice(0, 0)
-        silver = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
-        quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
-        stats = lake.read_json(*_stats_key(event_date)) or {}
-        build = build_silver(rows, event_date, silver=silver, quarantine=quarantine)
-        build.bronze_rows += int(stats.get("bronze_rows", 0))  # type: ignore[union-attr]
-        build.duplicates += int(stats.get("duplicates", 0))  # type: ignore[union-attr]
-        summaries[event_date] = _write(lake, event_date, build, log)
-    return summaries
+def _version(lake: LakeResource, table: str) -> int | None:
+    delta = lake.table(table)
+    return delta.version() if delta is not None else None
 
 
-def _write(lake: LakeResource, event_date: str, build: SilverBuild, log) -> SilverSummary:
-    lake.replace_dir({"data.parquet": build.silver}, SILVER_DATASET, f"event_date={event_date}")
-    lake.replace_dir({"data.parquet": build.quarantine}, QUARANTINE_DATASET, f"event_date={event_date}")
-    lake.write_json({"bronze_rows": build.bronze_rows, "duplicates": build.duplicates}, *_stats_key(event_date))
-    summary = SilverSummary(
-        build.silver.num_rows, build.quarantine.num_rows, build.bronze_rows, build.duplicates, build.reasons()
-    )
-    if log:
-        log.info(
-            f"{event_date}: {summary.bronze_rows} bronze -> {summary.rows} silver, {summary.duplicates} "
-            f"duplicates, {summary.quarantined} quarantined {summary.reasons}"
-        )
-    return summary
+def _covered_tokens(bronze: pyarrow.Table, event_date: str) -> dict[str, int]:
+    """Per (topic, Kafka partition): the last offset of the date's bronze rows that the rebuild read."""
+    if not bronze.num_rows:
+        return {}
+    last = bronze.group_by(["topic", "partition"]).aggregate([("offset", "max")]).to_pylist()
+    return {date_token(r["topic"], r["partition"], event_date): r["offset_max"] for r in last}
 
 
-def _stats_key(event_date: str) -> tuple[str, str]:
-    """Where a date's build records what it read and what it dropped as duplicates."""
-    return (f"{SILVER_DATASET}_stats", f"event_date={event_date}.json")
-
-
-def silver_metadata(build: SilverSummary) -> dict:
+def silver_metadata(summary: dict) -> dict:
     return {
-        "dagster/row_count": build.rows,
-        "duplicates_removed": build.duplicates,
-        "bronze_rows": build.bronze_rows,
+        "dagster/row_count": summary["rows"],
+        "duplicates_removed": summary["duplicates"],
+        "bronze_rows": summary["bronze_rows"],
     }
 
 
-def quarantine_metadata(build: SilverSummary) -> dict:
-    return {"dagster/row_count": build.quarantined, "reasons": dg.MetadataValue.json(build.reasons)}
+def quarantine_metadata(summary: dict) -> dict:
+    return {"dagster/row_count": summary["quarantined"], "reasons": dg.MetadataValue.json(summary["reasons"])}
 
 
 @dg.multi_asset(
@@ -255,25 +448,26 @@ def quarantine_metadata(build: SilverSummary) -> dict:
             "silver_clickstream_events",
             deps=["bronze_clickstream_events"],
             group_name="clickstream_silver",
-            kinds={"parquet", "pandera"},
+            kinds={"deltalake", "pandera"},
             description=(
-                "Every user action (view, click, add to cart, purchase) exactly once, in seed 004's shape: "
-                "when it happened (UTC), what, by which user on which platform, for which product. "
-                "Partitioned by the event's own date; late events land in their own date. Kept current by "
-                "the streaming ingest run; materialize a date (or a range) to rebuild it from bronze."
+                "Every user action (view, click, add to cart, purchase) exactly once: when it happened "
+                "(UTC), what, by which user on which platform, for which product. Partitioned by the "
+                "event's own date; late events land in their own date. Kept current by the streaming "
+                "ingest run, a micro-batch at a time; materialize a date (or a range) to rebuild it from "
+                "bronze, exactly (the daily close does so for yesterday)."
             ),
-            metadata={"dagster/column_schema": table_schema(SilverClickstreamEvent)},
+            metadata={"dagster/column_schema": table_schema(SilverClickstreamEvent), "table": SILVER_TABLE},
         ),
         dg.AssetSpec(
             "quarantine_clickstream_events",
             deps=["bronze_clickstream_events"],
             group_name="clickstream_silver",
-            kinds={"parquet"},
+            kinds={"deltalake"},
             description=(
                 "Messages that could not become events, each with the reason, the original payload and its "
                 "Kafka coordinates. Nothing is dropped silently: bronze = silver + duplicates + quarantine."
             ),
-            metadata={"dagster/column_schema": table_schema(QuarantinedClickstreamMessage)},
+            metadata={"dagster/column_schema": table_schema(QuarantinedClickstreamMessage), "table": QUARANTINE_TABLE},
         ),
     ],
     partitions_def=clickstream_daily_partitions,
@@ -282,24 +476,24 @@ def quarantine_metadata(build: SilverSummary) -> dict:
 )
 def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
     """Rebuild the run's dates of silver and quarantine from bronze. A backfill of a date range is one run."""
-    builds = write_silver_partitions(lake, context.partition_keys, context.log)
+    builds = rebuild_dates(lake, context.partition_keys, context.log)
     if len(builds) == 1:
         (build,) = builds.values()
         yield dg.MaterializeResult(asset_key="silver_clickstream_events", metadata=silver_metadata(build))
         yield dg.MaterializeResult(asset_key="quarantine_clickstream_events", metadata=quarantine_metadata(build))
         return
-    totals = {"dates": dg.MetadataValue.json({d: b.rows for d, b in builds.items()})}
+    totals = {"dates": dg.MetadataValue.json({d: b["rows"] for d, b in builds.items()})}
     yield dg.MaterializeResult(
         asset_key="silver_clickstream_events",
-        metadata={"dagster/row_count": sum(b.rows for b in builds.values()), **totals},
+        metadata={"dagster/row_count": sum(b["rows"] for b in builds.values()), **totals},
     )
     yield dg.MaterializeResult(
         asset_key="quarantine_clickstream_events",
-        metadata={"dagster/row_count": sum(b.quarantined for b in builds.values())},
+        metadata={"dagster/row_count": sum(b["quarantined"] for b in builds.values())},
     )
 
 
-# -- checks: partitioned, beside the asset, run with every silver rebuild and before gold ------------------
+# -- checks: partitioned, beside the asset, run with every rebuild of a date (whole-date work) -------------
 
 
 def _per_date(context: dg.AssetCheckExecutionContext, lake: LakeResource, evaluate) -> dg.AssetCheckResult:
@@ -319,8 +513,7 @@ def _per_date(context: dg.AssetCheckExecutionContext, lake: LakeResource, evalua
 
 
 def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
-    table = lake.read_dataset(SILVER_DATASET, f"event_date={event_date}")
-    frame = (table if table is not None else SILVER_ARROW_SCHEMA.empty_table()).to_pandas()
+    frame = lake.scan(SILVER_TABLE, [event_date], schema=SILVER_ARROW_SCHEMA).to_pandas()
     frame["event_date"] = frame["event_date"].astype(str)
     return frame
 
@@ -330,40 +523,31 @@ def _check_schema(lake, event_date, _context):
 
 
 def _check_unique(lake, event_date, _context):
-    repeated = int(_silver(lake, event_date)["event_id"].duplicated().sum())
+    ids = lake.scan(SILVER_TABLE, [event_date], columns=["event_id"], schema=SILVER_ARROW_SCHEMA)["event_id"]
+    repeated = len(ids) - len(pc.unique(ids))
     return repeated == 0, {"repeated_events": repeated}
 
 
 def _check_nothing_lost(lake, event_date, _context, settle_seconds: float = 60.0):
-    # A streaming batch may land in the date while this reads: the counts are taken again until no
-    # batch is pending and bronze did not change meanwhile (or the wait is over: then they must agree).
+    # Counted from the tables' logs (no data file is read). A streaming batch may land in the date while
+    # this reads (bronze first, then the others): the counts are taken again until bronze did not change
+    # meanwhile and they agree, or the wait is over.
     deadline = time.monotonic() + settle_seconds
     while True:
-        bronze_rows = _bronze_rows(lake, event_date)
-        quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}", columns=["offset"])
-        stats = lake.read_json(*_stats_key(event_date)) or {}
-        duplicates = int(stats.get("duplicates", 0))  # type: ignore[union-attr]
-        quarantined = quarantine.num_rows if quarantine is not None else 0
-        accounted = len(_silver(lake, event_date)) + quarantined + duplicates
-        settled = not lake.exists(BRONZE_DATASET, SILVER_PENDING, event_date) and bronze_rows == _bronze_rows(
-            lake, event_date
-        )
-        if settled or time.monotonic() > deadline:
+        bronze_rows = lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
+        counts = {t: lake.count_by_date(t, [event_date]).get(event_date, 0) for t in (SILVER_TABLE, QUARANTINE_TABLE)}
+        duplicates = lake.count_by_date(DUPLICATES_TABLE, [event_date]).get(event_date, 0)
+        accounted = sum(counts.values()) + duplicates
+        settled = bronze_rows == lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
+        if (settled and accounted == bronze_rows) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
     return accounted == bronze_rows, {"bronze_rows": bronze_rows, "accounted_rows": accounted, "duplicates": duplicates}
 
 
-def _bronze_rows(lake: LakeResource, event_date: str) -> int:
-    # Counting needs one narrow column, not the payloads.
-    bronze = lake.read_dataset(BRONZE_DATASET, f"event_date={event_date}", columns=["offset"])
-    return bronze.num_rows if bronze is not None else 0
-
-
 def _check_quarantine_rate(lake, event_date, _context):
-    quarantine = lake.read_dataset(QUARANTINE_DATASET, f"event_date={event_date}")
-    frame = quarantine.to_pandas() if quarantine is not None else pd.DataFrame({"reason": [], "payload": []})
-    total = _bronze_rows(lake, event_date)
+    frame = lake.scan(QUARANTINE_TABLE, [event_date], schema=QUARANTINE_ARROW_SCHEMA).to_pandas()
+    total = lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
     rate = len(frame) / total if total else 0.0
     sample = frame.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str).to_dict(orient="records")
     return rate <= QUARANTINE_RATE_THRESHOLD, {

@@ -1,0 +1,19 @@
+"""The clickstream's names: its Kafka topic and consumer group, its tables, its partitions and its
+vocabulary. Sensors and tools import them from here, not from the assets."""
+
+import dagster as dg
+
+TOPIC = "clickstream.events"
+CONSUMER_GROUP = "platform.clickstream.bronze"
+
+BRONZE_TABLE = "bronze/clickstream_events"
+SILVER_TABLE = "silver/clickstream_events"
+QUARANTINE_TABLE = "quarantine/clickstream_events"
+DUPLICATES_TABLE = "silver/clickstream_duplicates"
+DAILY_METRICS_TABLE = "gold/clickstream_daily_metrics"
+PRODUCT_FUNNEL_TABLE = "gold/clickstream_product_funnel"
+
+clickstream_daily_partitions = dg.DailyPartitionsDefinition(start_date="2023-01-01", end_offset=2)
+
+EVENT_NAMES = ["view", "click", "add_to_cart", "purchase"]
+PLATFORMS = ["web", "mobile", "ios", "android"]
