@@ -11,10 +11,11 @@ import time
 
 from kafka import TopicPartition
 
-from assets.clickstream.bronze import check_bronze_batch, ingest_clickstream
+from assets.clickstream.bronze import CLICKSTREAM_STREAM, check_bronze_batch
 from assets.clickstream.generator import generate, produce
-from assets.clickstream.parsing import TOPIC
-from assets.kafka_ingest import gc_paused
+from assets.clickstream.names import DUPLICATES_TABLE, QUARANTINE_TABLE, SILVER_TABLE, TOPIC
+from assets.clickstream.silver import SilverWriter
+from assets.streaming import gc_paused, ingest_batch
 from bench.common import kafka_broker, peak_rss_mib, pin_to_one_core, report
 from resources import KafkaResource, LakeResource
 
@@ -55,15 +56,18 @@ def main() -> None:
         lake = LakeResource(root=root)
         started = time.perf_counter()
         # The ingest run's own step: Kafka -> bronze (durable, committed) -> silver + quarantine.
-        result, builds = ingest_clickstream(kafka, lake, max_records_per_partition=args.events)
+        batch, _ = ingest_batch(
+            kafka, lake, CLICKSTREAM_STREAM, SilverWriter.open(lake), max_records_per_partition=args.events
+        )
         total_s = time.perf_counter() - started
+        assert batch is not None
         started = time.perf_counter()
-        passed, _ = check_bronze_batch(result.bronze)
+        passed, _ = check_bronze_batch(batch.rows)
         check_s = time.perf_counter() - started
-        silver_rows = sum(b.rows for b in builds.values())
-        quarantined = sum(b.quarantined for b in builds.values())
-        duplicates = sum(b.duplicates for b in builds.values())
-        assert passed and silver_rows + quarantined + duplicates == result.records == records
+        silver_rows, quarantined, duplicates = (
+            sum(lake.count_by_date(t).values()) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)
+        )
+        assert passed and silver_rows + quarantined + duplicates == batch.records == records
         mb = size / 1e6
         report(
             "clickstream_ingest",
@@ -90,7 +94,7 @@ def main() -> None:
                 {
                     "path": "platform: Kafka -> bronze -> silver",
                     "seconds": total_s,
-                    "events_per_s": result.records / total_s,
+                    "events_per_s": batch.records / total_s,
                     "mb_per_s": mb / total_s,
                     "ratio_to_bare": bare_s / total_s,
                     "ratio_to_bare_gc_paused": bare_nogc_s / total_s,
@@ -102,7 +106,7 @@ def main() -> None:
                 {
                     "path": "bronze batch check (Pandera, per batch)",
                     "seconds": check_s,
-                    "events_per_s": result.records / check_s,
+                    "events_per_s": batch.records / check_s,
                 },
             ],
         )

@@ -124,9 +124,9 @@ class LakeResource(ConfigurableResource):
 
     def delete(self, *parts: str) -> None:
         """Delete one object, or everything under a folder (tables included)."""
-        prefix = self.uri(*parts)
-        for uri in [u for u in _TABLES if u == prefix or u.startswith(prefix.rstrip("/") + "/")]:
-            del _TABLES[uri]
+        prefix = self._cache_key(self.uri(*parts))
+        for key in [k for k in _TABLES if k == prefix or k.startswith(prefix.rstrip("/") + "/")]:
+            del _TABLES[key]
         if self.is_s3:
             bucket, key = self._s3_location(*parts)
             client = self._client()
@@ -194,7 +194,7 @@ class LakeResource(ConfigurableResource):
         """The current version of table `name` (None before its first commit). Kept open per process
         and brought up to date incrementally: a following run reads only the log entries it has not seen."""
         uri = self.uri(name)
-        cached = _TABLES.get(uri)
+        cached = _TABLES.get(self._cache_key(uri))
         if cached is not None:
             cached.update_incremental()
             return cached
@@ -202,7 +202,7 @@ class LakeResource(ConfigurableResource):
             table = DeltaTable(uri, storage_options=self.storage_options())
         except TableNotFoundError:
             return None
-        _TABLES[uri] = table
+        _TABLES[self._cache_key(uri)] = table
         return table
 
     def token(self, name: str, app_id: str) -> int | None:
@@ -243,7 +243,7 @@ class LakeResource(ConfigurableResource):
             storage_options=self.storage_options(),
             commit_properties=commit,
         )
-        _TABLES.pop(self.uri(name), None)  # the cached snapshot may be the older version
+        _TABLES.pop(self._cache_key(self.uri(name)), None)  # the cached snapshot may be the older version
 
     def scan(
         self,
@@ -295,6 +295,9 @@ class LakeResource(ConfigurableResource):
         return metrics
 
     # -- internals ------------------------------------------------------------------------------------
+    def _cache_key(self, uri: str) -> str:
+        return f"{self.s3_endpoint_url or ''} {uri}"
+
     def _s3_location(self, *parts: str) -> tuple[str, str]:
         bucket, _, prefix = self.root.removeprefix("s3://").partition("/")
         return bucket, self._key(prefix, *parts)
@@ -314,7 +317,7 @@ class LakeResource(ConfigurableResource):
         return tmp / f"{uuid.uuid4().hex}.part"
 
 
-# Open Delta tables of this process, by URI.
+# Open Delta tables of this process, by endpoint and URI.
 _TABLES: dict[str, DeltaTable] = {}
 
 __all__ = ["CommitFailedError", "LakeResource"]

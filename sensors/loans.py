@@ -4,7 +4,7 @@ import hashlib
 
 import dagster as dg
 
-from assets.kafka_ingest import ACTIVE_RUN_STATUSES
+from assets.streaming import ACTIVE_RUN_STATUSES
 from assets.loans.parsing import CONSUMER_GROUP, TOPIC
 from assets.loans.raw import landed_files
 from resources import LakeResource

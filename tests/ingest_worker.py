@@ -25,4 +25,5 @@ if __name__ == "__main__":
     batch, _ = ingest_batch(
         kafka, lake, CLICKSTREAM_STREAM, SilverWriter.open(lake), max_records_per_partition=args.max_records
     )
-    print(json.dumps({"records": batch.records if batch else 0, "dates": sorted(batch.rows_by_date()) if batch else []}))
+    dates = sorted(batch.rows_by_date()) if batch else []
+    print(json.dumps({"records": batch.records if batch else 0, "dates": dates}))

@@ -18,10 +18,10 @@ from assets.clickstream.names import (
 )
 from sensors.clickstream import clickstream_kafka_sensor
 from tests.clickstream_pipeline import (
+    data_files,
     produce,
     quarantine,
     query,
-    data_files,
     run_date,
     run_ingest,
     run_pipeline,

@@ -11,11 +11,14 @@ from pathlib import Path
 import boto3
 import pytest
 
-from assets.clickstream.parsing import BRONZE_DATASET, CONSUMER_GROUP, QUARANTINE_DATASET, SILVER_DATASET, TOPIC
+from assets.clickstream.names import BRONZE_TABLE, CONSUMER_GROUP, QUARANTINE_TABLE, SILVER_TABLE, TOPIC
 from resources import LakeResource
 from tests.clickstream_pipeline import produce, run_pipeline
 from tests.conftest import free_port
 from tests.test_clickstream_recovery import labelled_stream
+
+# How delta-rs reports an S3 endpoint that refuses connections.
+UNREACHABLE = r"(?i)(error sending request|connection refused|could not connect|dispatch failure)"
 
 
 class SwitchableProxy:
@@ -95,7 +98,7 @@ def s3_lake(s3_server, monkeypatch, request):
     return LakeResource(root=f"s3://{bucket}/platform", s3_endpoint_url=endpoint, s3_region="us-east-1"), bucket
 
 
-def test_clickstream_on_s3_with_deterministic_object_names(kafka, s3_lake, warehouse, instance):
+def test_clickstream_on_s3_as_delta_tables(kafka, s3_lake, warehouse, instance):
     lake, bucket = s3_lake
     messages, users = labelled_stream(valid=500, duplicates=20, broken=10)
     produce(kafka, messages)
@@ -103,20 +106,22 @@ def test_clickstream_on_s3_with_deterministic_object_names(kafka, s3_lake, wareh
     dates = run_pipeline(instance, resources)
     assert dates
 
-    silver = lake.read_dataset(SILVER_DATASET)
-    assert silver is not None and sorted(silver.column("user_id").to_pylist()) == sorted(users)
-    quarantine = lake.read_dataset(QUARANTINE_DATASET)
-    assert quarantine is not None and quarantine.num_rows == 10
-    keys = lake.list_keys(BRONZE_DATASET)
-    topic = kafka.topic(TOPIC)
-    assert keys and all(k.split("/")[1].startswith(f"{topic}-") for k in keys)
-    # Objects really are in the S3 server, under the configured prefix.
-    listed = boto3.client("s3", endpoint_url=lake.s3_endpoint_url).list_objects_v2(
-        Bucket=bucket, Prefix=f"platform/{SILVER_DATASET}/"
-    )
-    assert {o["Key"] for o in listed["Contents"]} == {
-        f"platform/{SILVER_DATASET}/event_date={d}/data.parquet" for d in dates
-    }
+    silver = lake.scan(SILVER_TABLE)
+    assert sorted(silver.column("user_id").to_pylist()) == sorted(users)
+    assert lake.scan(QUARANTINE_TABLE).num_rows == 10
+    assert lake.scan(BRONZE_TABLE).num_rows == len(messages)
+    # Objects really are in the S3 server, under the configured prefix: the table's log, and exactly the
+    # data files its current version names (no partial or orphaned object).
+    for table in (BRONZE_TABLE, SILVER_TABLE):
+        listed = boto3.client("s3", endpoint_url=lake.s3_endpoint_url).list_objects_v2(
+            Bucket=bucket, Prefix=f"platform/{table}/"
+        )
+        keys = {o["Key"] for o in listed["Contents"]}
+        assert any(k.startswith(f"platform/{table}/_delta_log/") for k in keys)
+        delta = lake.table(table)
+        assert delta is not None
+        named = {u.removeprefix(f"s3://{bucket}/") for u in delta.file_uris()}
+        assert {k for k in keys if k.endswith(".parquet") and "/_delta_log/" not in k} == named
     with warehouse.connect() as conn:
         assert conn.execute("SELECT sum(events) FROM gold_clickstream_daily_metrics").fetchone()[0] == len(users)
 
@@ -133,15 +138,15 @@ def test_s3_unreachable_fails_clearly_commits_nothing_and_catches_up(kafka, s3_l
 
     proxy.off()
     produce(kafka, messages[150:])
-    with pytest.raises(Exception, match="Could not connect to the endpoint URL"):
+    with pytest.raises(Exception, match=UNREACHABLE):
         run_pipeline(instance, resources)
     pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
     assert sum(end - start for start, end in pending.values()) == 150  # nothing committed
 
     proxy.on()
     run_pipeline(instance, resources)
-    silver = lake.read_dataset(SILVER_DATASET)
-    assert silver is not None and sorted(silver.column("user_id").to_pylist()) == sorted(users)
+    silver = lake.scan(SILVER_TABLE)
+    assert sorted(silver.column("user_id").to_pylist()) == sorted(users)
     pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
     assert all(start == end for start, end in pending.values())
     proxy.off()

@@ -7,7 +7,7 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, make_new_run_id
 
-from assets.clickstream.parsing import CONSUMER_GROUP, TOPIC
+from assets.clickstream.names import CONSUMER_GROUP, TOPIC
 from sensors.clickstream import clickstream_ingest_job, clickstream_kafka_sensor, clickstream_partitions_sensor
 from tests.clickstream_pipeline import produce, run_gold, run_ingest, tick, valid_event
 

@@ -10,12 +10,11 @@ import urllib.request
 from pathlib import Path
 
 import dagster as dg
-import duckdb
 from dagster._core.instance.ref import InstanceRef
 
-from assets.clickstream.parsing import SILVER_DATASET
+from assets.clickstream.names import SILVER_TABLE
 from bench.common import stop_dagster_dev
-from resources import KafkaResource
+from resources import KafkaResource, LakeResource
 from tests.clickstream_pipeline import produce, valid_event
 from tests.conftest import ROOT, free_port
 
@@ -78,8 +77,7 @@ def test_dagster_dev_sensor_materializes_events_as_they_arrive(kafka_broker, tmp
             silver = dg.AssetKey("silver_clickstream_events")
             _wait(lambda: instance.get_latest_materialization_event(silver), 240, "a silver materialization")
         seconds = time.monotonic() - produced_at
-        files = [str(p) for p in (lake / SILVER_DATASET).glob("*/*.parquet")]
-        assert duckdb.sql(f"SELECT count(*) FROM read_parquet({files!r})").fetchone() == (200,)
+        assert LakeResource(root=str(lake)).scan(SILVER_TABLE).num_rows == 200
         print(f"produce -> silver materialized under dagster dev: {seconds:.1f}s")
     finally:
         stop_dagster_dev(server, str(home))
