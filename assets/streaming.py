@@ -134,8 +134,10 @@ def plan(
     the committed offset up to the target."""
     topic, group = kafka.topic(stream.topic), kafka.group(stream.group_id)
     planned = {}
-    for partition, (committed, end) in kafka.pending_offsets(topic, group).items():
-        in_bronze = lake.token(stream.bronze_table, f"{topic}/{partition}")
+    pending = kafka.pending_offsets(topic, group)
+    written = lake.tokens(stream.bronze_table, [f"{topic}/{p}" for p in pending])
+    for partition, (committed, end) in pending.items():
+        in_bronze = written[f"{topic}/{partition}"]
         if in_bronze is not None and in_bronze >= committed:
             planned[partition] = (committed, in_bronze)
             continue
@@ -173,7 +175,8 @@ def ingest_batch(
         )
     batch = Batch(topic, ranges, stream.route(messages))
     tokens = {f"{topic}/{p}": last for p, (_, last) in ranges.items()}
-    missing = {a: v for a, v in tokens.items() if _token(lake, stream.bronze_table, a) < v}
+    written = lake.tokens(stream.bronze_table, list(tokens))
+    missing = {a: v for a, v in tokens.items() if _newer(v, written[a])}
     if missing:
         wanted = pa.array([int(a.rsplit("/", 1)[1]) for a in missing], pa.int32())
         bronze = batch.rows.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
@@ -192,16 +195,13 @@ def append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, sc
     (Kafka partition, date) of the batch: a retry of the batch, or a batch a backfill of its date
     already covered, appends nothing. Returns the rows appended."""
     pairs = batch.rows.group_by(["partition", "event_date"]).aggregate([]).to_pylist()
-    tokens = {}
-    for pair in pairs:
-        app_id = date_token(batch.topic, pair["partition"], pair["event_date"].isoformat())
-        last = batch.ranges[pair["partition"]][1]
-        if _token(lake, table, app_id) < last:
-            tokens[app_id] = last
+    wanted = {date_token(batch.topic, p["partition"], p["event_date"].isoformat()): p["partition"] for p in pairs}
+    written = lake.tokens(table, list(wanted))
+    tokens = {a: batch.ranges[p][1] for a, p in wanted.items() if _newer(batch.ranges[p][1], written[a])}
     if not tokens:
         return 0
     if len(tokens) < len(pairs):  # part of the batch is in the table already: keep only the rest
-        keep = {date_token(batch.topic, p["partition"], p["event_date"].isoformat()) for p in pairs} & set(tokens)
+        keep = set(tokens)
         ids = pc.binary_join_element_wise(
             pa.scalar(f"{batch.topic}/"),
             rows["partition"].cast(pa.string()),
@@ -214,26 +214,15 @@ def append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, sc
     return rows.num_rows
 
 
-def _token(lake: LakeResource, table: str, app_id: str) -> int:
-    token = lake.token(table, app_id)
-    return -1 if token is None else token
+def _newer(offset: int, token: int | None) -> bool:
+    """Whether a table whose token is `token` lacks the batch that ends at `offset`."""
+    return token is None or token < offset
 
 
 def date_token(topic: str, partition: int, event_date: str) -> str:
     """The app id under which a derived table records the last offset of a Kafka partition it holds for a
     date (a backfill of the date records the same ids, for what it read from bronze)."""
     return f"{topic}/{partition}@{event_date}"
-
-
-def bronze_tokens(lake: LakeResource, stream: Stream, topic: str, event_date: str, partitions: list[int]) -> dict:
-    """The date tokens a rebuild of `event_date` from bronze covers: per Kafka partition, the last offset
-    bronze holds (batches are appended to bronze whole, so all of a partition's rows up to it)."""
-    tokens = {}
-    for partition in partitions:
-        last = lake.token(stream.bronze_table, f"{topic}/{partition}")
-        if last is not None:
-            tokens[date_token(topic, partition, event_date)] = last
-    return tokens
 
 
 # -- reading Kafka ------------------------------------------------------------------------------------------

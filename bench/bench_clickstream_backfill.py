@@ -14,8 +14,9 @@ import pyarrow as pa
 
 from assets.clickstream import bronze, gold, silver
 from assets.clickstream.generator import generate
-from assets.clickstream.parsing import BRONZE_DATASET, parse_messages
-from assets.kafka_ingest import BRONZE_SCHEMA, MESSAGE_SCHEMA
+from assets.clickstream.names import BRONZE_TABLE
+from assets.clickstream.parsing import parse_messages
+from assets.streaming import BRONZE_SCHEMA, MESSAGE_SCHEMA
 from bench.common import peak_rss_mib, pin_to_one_core, report
 from resources import KafkaResource, LakeResource, WarehouseResource
 
@@ -23,7 +24,7 @@ FIRST_DAY = dt.date(2026, 1, 1)
 
 
 def land_bronze(lake: LakeResource, days: int, per_day: int) -> None:
-    """Bronze files for `days` dates, as the ingest would have written them."""
+    """Bronze for `days` dates, as the ingest would have appended it (one commit per date here)."""
     offset = 0
     for day in range(days):
         start = dt.datetime.combine(FIRST_DAY + dt.timedelta(days=day), dt.time(0, 5), dt.UTC)
@@ -40,9 +41,8 @@ def land_bronze(lake: LakeResource, days: int, per_day: int) -> None:
             },
             schema=MESSAGE_SCHEMA,
         )
-        rows = parse_messages(table).select(BRONZE_SCHEMA.names)
-        name = f"clickstream.events-0-{offset:012d}-{offset + per_day - 1:012d}.parquet"
-        lake.write_parquet(rows, BRONZE_DATASET, f"event_date={FIRST_DAY + dt.timedelta(days=day)}", name)
+        rows = parse_messages(table).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+        lake.append(BRONZE_TABLE, rows, tokens={"clickstream.events/0": offset + per_day - 1})
         offset += per_day
 
 

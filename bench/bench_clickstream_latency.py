@@ -15,14 +15,11 @@ import tempfile
 import threading
 import time
 import urllib.request
-from pathlib import Path
-
-import pyarrow.parquet as pq
 
 from assets.clickstream.generator import event
-from assets.clickstream.parsing import SILVER_DATASET, TOPIC
+from assets.clickstream.names import SILVER_TABLE, TOPIC
 from bench.common import ROOT, free_port, kafka_broker, report, stop_dagster_dev
-from resources import KafkaResource
+from resources import KafkaResource, LakeResource
 
 
 def main() -> None:
@@ -57,11 +54,11 @@ def main() -> None:
         )
         try:
             _wait_for(lambda: _up(port), 180)
-            silver = Path(root, "lake", SILVER_DATASET)
+            lake = LakeResource(root=f"{root}/lake")
             # Cold start, measured apart: the first event waits for the first run process to load.
             cold = time.time()
             _produce(kafka, 1.0, 0.5, {})
-            _wait_for(lambda: any(silver.glob("*/*.parquet")), 180)
+            _wait_for(lambda: lake.table(SILVER_TABLE) is not None, 180)
             cold_start_s = time.time() - cold
             produced: dict[str, float] = {}
             thread = threading.Thread(target=_produce, args=(kafka, args.rate, args.seconds, produced))
@@ -69,14 +66,10 @@ def main() -> None:
             seen: dict[str, float] = {}
             deadline = None
             while True:
-                for path in silver.glob("*/*.parquet"):
-                    try:
-                        ids = pq.read_table(path, columns=["user_id"]).column("user_id").to_pylist()
-                    except OSError:
-                        continue
-                    now = time.time()
-                    for user in ids:
-                        seen.setdefault(user, now)
+                ids = lake.scan(SILVER_TABLE, columns=["user_id"])["user_id"].to_pylist()
+                now = time.time()
+                for user in ids:
+                    seen.setdefault(user, now)
                 if not thread.is_alive():
                     deadline = deadline or time.time() + 60
                     if set(produced) <= set(seen) or time.time() > deadline:

@@ -32,6 +32,7 @@ from resources import (
 )
 from sensors.alerts import ALERT_SENSORS, clickstream_freshness_job, clickstream_freshness_schedule
 from sensors.clickstream import (
+    clickstream_daily_close_schedule,
     clickstream_daily_job,
     clickstream_ingest_job,
     clickstream_kafka_sensor,
@@ -60,7 +61,7 @@ defs = dg.Definitions(
         commerce_warehouse_job,
         clickstream_freshness_job,
     ],
-    schedules=[commerce_warehouse_schedule, clickstream_freshness_schedule],
+    schedules=[commerce_warehouse_schedule, clickstream_freshness_schedule, clickstream_daily_close_schedule],
     sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor]
     + FRAUD_SENSORS
     + ALERT_SENSORS,

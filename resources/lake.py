@@ -207,8 +207,12 @@ class LakeResource(ConfigurableResource):
 
     def token(self, name: str, app_id: str) -> int | None:
         """The last idempotency version committed to `name` under `app_id`, if any."""
+        return self.tokens(name, [app_id])[app_id]
+
+    def tokens(self, name: str, app_ids: list[str]) -> dict[str, int | None]:
+        """`token` for several app ids, from one version of the table."""
         table = self.table(name)
-        return table.transaction_version(app_id) if table is not None else None
+        return {a: table.transaction_version(a) if table is not None else None for a in app_ids}
 
     def append(self, name: str, rows: pa.Table, *, tokens: dict[str, int] | None = None) -> None:
         """Append `rows` to table `name` (partitioned by `event_date`) in one commit, recording `tokens`

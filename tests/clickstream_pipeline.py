@@ -63,11 +63,10 @@ def run_date(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.Exe
 
 
 def run_gold(instance: dg.DagsterInstance, resources: dict, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    """What a partitions-sensor run does: silver checks (blocking), then gold, for its date or range."""
+    """What a partitions-sensor run does: gold (with its checks), for its date or range."""
     return dg.materialize(
         [*ASSETS, *CHECKS],
-        selection=dg.AssetSelection.groups("clickstream_gold")
-        | dg.AssetSelection.checks_for_assets("silver_clickstream_events", "quarantine_clickstream_events"),
+        selection=dg.AssetSelection.groups("clickstream_gold"),
         partition_key=request.partition_key,
         tags=request.tags,
         resources=resources,
@@ -77,8 +76,7 @@ def run_gold(instance: dg.DagsterInstance, resources: dict, request: dg.RunReque
 
 def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | None = None) -> list[str]:
     """One Kafka sensor tick and its ingest run (bronze, then silver for the touched dates), then one
-    partitions-sensor tick and its run (silver checks and gold over the touched dates). Returns the
-    touched dates."""
+    partitions-sensor tick and its run (gold over the touched dates). Returns the touched dates."""
     result, _ = tick(clickstream_kafka_sensor, instance, resources)
     assert isinstance(result, dg.SensorResult), result
     touched: set[str] = set()

@@ -94,7 +94,8 @@ def test_every_class_of_bad_input_is_quarantined_with_its_reason(kafka, lake, re
     missing_optional = {"timestamp": base["timestamp"], "event_name": "view", "user_identifiers": {"id": "u"}}
     good = [valid_event(NOON + dt.timedelta(seconds=i), user=f"user_{i}") for i in range(20)]
     produce(kafka, [*bad.values(), json.dumps(missing_optional).encode(), *good])
-    run_pipeline(instance, resources)
+    for date in run_pipeline(instance, resources):  # then the daily close: every whole-date check
+        run_date(instance, resources, date)
 
     rows = quarantine(lake, 'SELECT reason, payload, topic, "partition", "offset" FROM t')
     reasons = sorted(r[0] for r in rows)

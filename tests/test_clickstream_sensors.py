@@ -53,7 +53,7 @@ def test_a_range_whose_run_failed_is_requested_again(kafka, resources, instance,
         raise RuntimeError("injected: lake unavailable")
 
     with monkeypatch.context() as patched, pytest.raises(Exception, match="injected"):
-        patched.setattr(type(resources["lake"]), "write_parquet", fail)
+        patched.setattr(type(resources["lake"]), "append", fail)
         run_ingest(instance, resources, first)
     again = _pending_request(instance, resources).run_requests[0]
     assert again.run_config == first.run_config  # no gap: the same range, since nothing was committed

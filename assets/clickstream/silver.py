@@ -265,13 +265,19 @@ class SeenEvents:
             self.minutes[int(m)] = (np.insert(old_lo, pos, new_lo), np.insert(old_hi, pos, new_hi))
 
     def _cover(self, minutes: np.ndarray) -> None:
-        """Load the minutes that are neither held nor known to be empty."""
-        for m in (int(m) for m in minutes):
-            if m not in self.minutes and (self.loaded_from is None or m < self.loaded_from):
-                self._load(m, m + 1)
+        """Load the minutes that are neither held nor known to be empty: one read per date."""
+        missing = [int(m) for m in minutes if int(m) not in self.minutes]
+        missing = [m for m in missing if self.loaded_from is None or m < self.loaded_from]
+        by_date: dict[str, list[int]] = {}
+        for m in missing:
+            by_date.setdefault(_datetime(m).date().isoformat(), []).append(m)
+        for minutes_of_date in by_date.values():
+            self._load(min(minutes_of_date), max(minutes_of_date) + 1, only=set(minutes_of_date))
+            for m in minutes_of_date:
                 self.minutes.setdefault(m, (np.empty(0, np.uint64), np.empty(0, np.uint64)))
 
-    def _load(self, first_minute: int, end_minute: int | None) -> None:
+    def _load(self, first_minute: int, end_minute: int | None, only: set[int] | None = None) -> None:
+        """Event ids of silver from `first_minute` on (to `end_minute`, within one date), by minute."""
         start = _datetime(first_minute)
         where = pads.field("event_datetime") >= pyarrow.scalar(start, pyarrow.timestamp("us", tz="UTC"))
         dates = None
@@ -279,13 +285,18 @@ class SeenEvents:
             end = _datetime(end_minute)
             where &= pads.field("event_datetime") < pyarrow.scalar(end, pyarrow.timestamp("us", tz="UTC"))
             dates = [start.date().isoformat()]
+        else:  # from a minute on: the dates from its own to the newest (the future included)
+            known = self.lake.count_by_date(SILVER_TABLE)
+            dates = sorted(d for d in known if d >= start.date().isoformat())
         rows = self.lake.scan(
             SILVER_TABLE, dates, columns=["event_datetime", "event_id"], where=where, schema=SILVER_ARROW_SCHEMA
         )
-        if dates is None:  # from a minute on: the dates from its own to the newest
-            rows = rows.filter(pc.greater_equal(rows["event_datetime"], pyarrow.scalar(start)))
+        minute = _minutes(rows)
+        if only is not None:
+            keep = np.isin(minute, np.fromiter(only, np.int64))
+            rows, minute = rows.filter(pyarrow.array(keep)), minute[keep]
         if rows.num_rows:
-            self._insert(_minutes(rows), *id_halves(rows["event_id"]))
+            self._insert(minute, *id_halves(rows["event_id"]))
 
 
 def _minutes(rows: pyarrow.Table) -> np.ndarray:

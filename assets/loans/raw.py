@@ -5,8 +5,8 @@ import os
 
 import dagster as dg
 import pandas as pd
+import pyarrow.dataset as pads
 
-from assets.kafka_ingest import ingest
 from assets.loans.parsing import (
     BRONZE_DATASET,
     CONSUMER_GROUP,
@@ -15,6 +15,7 @@ from assets.loans.parsing import (
     TOPIC,
     with_partition_dates,
 )
+from assets.streaming import TOUCHED_DATES, IngestConfig, Stream, batch_metadata, ingest_batch
 from resources import KafkaResource, LakeResource
 
 
@@ -53,52 +54,37 @@ def raw_loan_application_files(context: dg.AssetExecutionContext, lake: LakeReso
     )
 
 
-class LoanIngestConfig(dg.Config):
-    """Records moved into bronze: from the committed offset up to `until_offsets` (partition -> end offset,
-    exclusive; everything pending when empty)."""
-
-    until_offsets: dict[str, int] = {}
-    max_records_per_partition: int = 500_000
+LOANS_STREAM = Stream(topic=TOPIC, group_id=CONSUMER_GROUP, bronze_table=BRONZE_DATASET, route=with_partition_dates)
 
 
-@dg.asset(group_name="loans_raw", kinds={"kafka", "parquet"}, metadata={"topic": TOPIC, "dataset": BRONZE_DATASET})
+@dg.asset(group_name="loans_raw", kinds={"kafka", "deltalake"}, metadata={"topic": TOPIC, "table": BRONZE_DATASET})
 def bronze_loan_applications(
-    context: dg.AssetExecutionContext, config: LoanIngestConfig, kafka: KafkaResource, lake: LakeResource
+    context: dg.AssetExecutionContext, config: IngestConfig, kafka: KafkaResource, lake: LakeResource
 ) -> dg.MaterializeResult:
     """Applications streamed from 2008 on: each message of Kafka topic `loans.applications` (one JSON object
     with the export's nine text fields) kept as delivered, with its offset; committed only once durable.
     The topic has one partition: moving windows need one arrival order."""
     kafka.ensure_topic(kafka.topic(TOPIC), partitions=1)
-    result = ingest(
+    batch, _ = ingest_batch(
         kafka,
         lake,
-        topic=TOPIC,
-        group_id=CONSUMER_GROUP,
-        dataset=BRONZE_DATASET,
-        with_partition_dates=with_partition_dates,
+        LOANS_STREAM,
         until={int(p): o for p, o in config.until_offsets.items()} or None,
         max_records_per_partition=config.max_records_per_partition,
-        on_progress=context.log.info,
+        log=context.log,
     )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": result.records,
-            "offset_ranges": dg.MetadataValue.json({str(p): list(r) for p, r in result.ranges.items()}),
-            "event_dates": dg.MetadataValue.json(sorted(result.rows_by_date)),
-        }
-    )
+    if batch is None:
+        return dg.MaterializeResult(metadata={"dagster/row_count": 0, TOUCHED_DATES: dg.MetadataValue.json([])})
+    return dg.MaterializeResult(metadata=batch_metadata(batch))
 
 
 def bronze_ranges(lake: LakeResource, from_offset: int) -> list[tuple[int, int, pd.DataFrame]]:
-    """Bronze offset ranges starting at or after `from_offset`, each with its messages in offset order (a
-    range's rows are filed under the dates they belong to: gathered back here)."""
-    by_range: dict[tuple[int, int], list[str]] = {}
-    for path in sorted(lake.path(BRONZE_DATASET).glob("event_date=*/*.parquet")):
-        first, last = (int(x) for x in path.stem.rsplit("-", 2)[1:])
-        if first >= from_offset:
-            by_range.setdefault((first, last), []).append(str(path))
-    out = []
-    for (first, last), files in sorted(by_range.items()):
-        frame = pd.concat([pd.read_parquet(f, columns=["topic", "offset", "payload"]) for f in files])
-        out.append((first, last, frame.sort_values("offset", kind="stable").reset_index(drop=True)))
-    return out
+    """The bronze messages from `from_offset` on, in offset order, as one range (the topic has one
+    partition; the range's rows are filed under the dates they belong to: gathered back here)."""
+    if lake.table(BRONZE_DATASET) is None:
+        return []
+    rows = lake.scan(BRONZE_DATASET, columns=["topic", "offset", "payload"], where=pads.field("offset") >= from_offset)
+    if not rows.num_rows:
+        return []
+    frame = rows.to_pandas().sort_values("offset", kind="stable").reset_index(drop=True)
+    return [(int(frame["offset"].iloc[0]), int(frame["offset"].iloc[-1]), frame)]
