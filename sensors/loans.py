@@ -4,9 +4,9 @@ import hashlib
 
 import dagster as dg
 
-from assets.streaming import ACTIVE_RUN_STATUSES
 from assets.loans.parsing import CONSUMER_GROUP, TOPIC
 from assets.loans.raw import landed_files
+from assets.streaming import ACTIVE_RUN_STATUSES
 from resources import LakeResource
 from sensors.streaming import kafka_ingest_sensor
 
