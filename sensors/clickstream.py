@@ -33,6 +33,7 @@ def clickstream_daily_close_schedule(context: dg.ScheduleEvaluationContext):
     yesterday = (context.scheduled_execution_time.date() - dt.timedelta(days=1)).isoformat()
     return dg.RunRequest(partition_key=yesterday, run_key=f"close:{yesterday}")
 
+
 clickstream_kafka_sensor = kafka_ingest_sensor(
     name="clickstream_kafka_sensor",
     topic=TOPIC,
