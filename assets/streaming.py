@@ -38,10 +38,14 @@ from kafka import TopicPartition
 
 from resources import KafkaResource, LakeResource
 from resources.faults import failpoint
+from resources.lake import CommitFailedError
 
 # The metadata key under which a bronze materialization names the date partitions its batch touched
 # (read by the partitions sensors).
 TOUCHED_DATES = "event_dates"
+
+# How often an append that lost a commit race to a concurrent writer is tried again.
+APPEND_ATTEMPTS = 20
 
 # Runs that count as "in flight" for the one-ingest-run-per-stream rule.
 ACTIVE_RUN_STATUSES = [
@@ -128,13 +132,13 @@ class Stream:
 
 
 def plan(
-    kafka: KafkaResource, lake: LakeResource, stream: Stream, until: dict[int, int] | None, max_records: int
+    reader: TopicReader, lake: LakeResource, stream: Stream, until: dict[int, int] | None, max_records: int
 ) -> dict[int, tuple[int, int]]:
     """Per partition, the range to read: one bronze holds but Kafka never acknowledged first, else from
     the committed offset up to the target."""
-    topic, group = kafka.topic(stream.topic), kafka.group(stream.group_id)
+    topic = reader.topic
     planned = {}
-    pending = kafka.pending_offsets(topic, group)
+    pending = reader.pending()
     written = lake.tokens(stream.bronze_table, [f"{topic}/{p}" for p in pending])
     for partition, (committed, end) in pending.items():
         in_bronze = written[f"{topic}/{partition}"]
@@ -157,17 +161,31 @@ def ingest_batch(
     until: dict[int, int] | None = None,
     max_records_per_partition: int = 500_000,
     log=None,
+    reader: TopicReader | None = None,
 ) -> tuple[Batch | None, Report]:
-    """One micro-batch of `stream` through bronze and `writer`, then acknowledged (see module doc)."""
-    topic, group = kafka.topic(stream.topic), kafka.group(stream.group_id)
-    ranges = plan(kafka, lake, stream, until, max_records_per_partition)
+    """One micro-batch of `stream` through bronze and `writer`, then acknowledged (see module doc).
+    `reader`: the run's open consumer (one is opened for this batch otherwise)."""
+    if reader is None:
+        with TopicReader(kafka, kafka.topic(stream.topic), kafka.group(stream.group_id)) as own:
+            return ingest_batch(
+                kafka,
+                lake,
+                stream,
+                writer,
+                until=until,
+                max_records_per_partition=max_records_per_partition,
+                log=log,
+                reader=own,
+            )
+    topic = reader.topic
+    ranges = plan(reader, lake, stream, until, max_records_per_partition)
     if not ranges:
         return None, Report()
     failpoint("before_write")
     records = sum(last - first + 1 for first, last in ranges.values())
     if log:
         log.debug(f"reading {records} records of {topic!r}: {ranges}")
-    messages = read_range(kafka, topic, ranges)
+    messages = reader.read(ranges)
     if messages.num_rows != records:
         raise RuntimeError(
             f"expected {records} records from {topic!r} {ranges}, got {messages.num_rows}: "
@@ -175,16 +193,24 @@ def ingest_batch(
         )
     batch = Batch(topic, ranges, stream.route(messages))
     tokens = {f"{topic}/{p}": last for p, (_, last) in ranges.items()}
-    written = lake.tokens(stream.bronze_table, list(tokens))
-    missing = {a: v for a, v in tokens.items() if _newer(v, written[a])}
-    if missing:
+    for attempt in range(APPEND_ATTEMPTS):
+        written = lake.tokens(stream.bronze_table, list(tokens))
+        missing = {a: v for a, v in tokens.items() if _newer(v, written[a])}
+        if not missing:
+            break
         wanted = pa.array([int(a.rsplit("/", 1)[1]) for a in missing], pa.int32())
         bronze = batch.rows.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
-        lake.append(stream.bronze_table, bronze.filter(pc.is_in(bronze["partition"], wanted)), tokens=missing)
+        try:
+            lake.append(stream.bronze_table, bronze.filter(pc.is_in(bronze["partition"], wanted)), tokens=missing)
+            break
+        except CommitFailedError:  # a concurrent compaction of bronze: check the tokens again and retry
+            if attempt == APPEND_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
     failpoint("after_bronze")
     report = writer(batch) if writer else Report()
     failpoint("before_commit")
-    kafka.commit(topic, group, {p: last + 1 for p, (_, last) in ranges.items()})
+    reader.commit({p: last + 1 for p, (_, last) in ranges.items()})
     failpoint("after_commit")
     return batch, report
 
@@ -196,11 +222,24 @@ def append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, sc
     already covered, appends nothing. Returns the rows appended."""
     pairs = batch.rows.group_by(["partition", "event_date"]).aggregate([]).to_pylist()
     wanted = {date_token(batch.topic, p["partition"], p["event_date"].isoformat()): p["partition"] for p in pairs}
+    for attempt in range(APPEND_ATTEMPTS):
+        try:
+            return _append_once(lake, table, rows, batch, schema, wanted)
+        except CommitFailedError:
+            # delta-rs fails an append when a concurrent commit replaced any date of the table (it treats an
+            # append as a read of the whole table): check the tokens again and retry.
+            if attempt == APPEND_ATTEMPTS - 1:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    return 0
+
+
+def _append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, schema, wanted: dict) -> int:
     written = lake.tokens(table, list(wanted))
     tokens = {a: batch.ranges[p][1] for a, p in wanted.items() if _newer(batch.ranges[p][1], written[a])}
     if not tokens:
         return 0
-    if len(tokens) < len(pairs):  # part of the batch is in the table already: keep only the rest
+    if len(tokens) < len(wanted):  # part of the batch is in the table already: keep only the rest
         keep = set(tokens)
         ids = pc.binary_join_element_wise(
             pa.scalar(f"{batch.topic}/"),
@@ -228,14 +267,106 @@ def date_token(topic: str, partition: int, event_date: str) -> str:
 # -- reading Kafka ------------------------------------------------------------------------------------------
 
 
+class TopicReader:
+    """One Kafka consumer of the stream's group for the whole following run: it asks the group's
+    offsets, reads the planned ranges and commits, without a new connection per batch. Records fetched
+    beyond a range are kept for the next one, so a run reads every record once."""
+
+    def __init__(self, kafka: KafkaResource, topic: str, group_id: str | None):
+        self.kafka, self.topic, self.group_id = kafka, topic, group_id
+        self._open = kafka.consumer(
+            group_id, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024
+        )
+        self.consumer = self._open.__enter__()
+        self.assigned: dict[int, TopicPartition] = {}
+        self.ahead: dict[int, list] = {}  # partition -> records fetched past the last range, in order
+
+    def close(self) -> None:
+        self._open.__exit__(None, None, None)
+
+    def __enter__(self) -> TopicReader:
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    def pending(self) -> dict[int, tuple[int, int]]:
+        assert self.group_id is not None, "a reader without a consumer group has no committed offsets"
+        return self.kafka.pending_offsets(self.topic, self.group_id, self.consumer)
+
+    def commit(self, next_offsets: dict[int, int]) -> None:
+        assert self.group_id is not None, "a reader without a consumer group cannot commit"
+        self.kafka.commit(self.topic, self.group_id, next_offsets, self.consumer)
+
+    def read(self, ranges: dict[int, tuple[int, int]], timeout_s: float = 120.0) -> pa.Table:
+        """Exactly the records in `ranges`, as an Arrow table in MESSAGE_SCHEMA."""
+        if not ranges:
+            return MESSAGE_SCHEMA.empty_table()
+        with gc_paused():
+            return self._read(ranges, timeout_s)
+
+    def _read(self, ranges: dict[int, tuple[int, int]], timeout_s: float) -> pa.Table:
+        consumer = self.consumer
+        if set(ranges) - set(self.assigned):
+            self.assigned |= {p: TopicPartition(self.topic, p) for p in ranges}
+            consumer.assign(list(self.assigned.values()))
+            self.ahead.clear()
+        got: dict[int, list] = {}
+        remaining = {}
+        for p, (first, last) in ranges.items():
+            kept = self.ahead.pop(p, [])
+            if not (kept and kept[0].offset == first):
+                kept = []
+                if consumer.position(self.assigned[p]) != first:
+                    consumer.seek(self.assigned[p], first)
+            got[p] = [r for r in kept if r.offset <= last]
+            if kept and kept[-1].offset > last:
+                self.ahead[p] = [r for r in kept if r.offset > last]
+            if not got[p] or got[p][-1].offset < last:
+                remaining[p] = last
+        deadline = time.monotonic() + timeout_s
+        while remaining:
+            if time.monotonic() > deadline:
+                raise TimeoutError(
+                    f"Kafka did not deliver offsets up to {remaining} of {self.topic!r} within {timeout_s:.0f}s"
+                )
+            for tp, records in consumer.poll(timeout_ms=500, max_records=50_000).items():
+                p = tp.partition
+                last = remaining.get(p)
+                if last is None:  # read past its range (or not in this batch): kept for the next batch
+                    self.ahead.setdefault(p, []).extend(records)
+                    continue
+                if records and records[-1].offset > last:
+                    self.ahead[p] = [r for r in records if r.offset > last]
+                    records = [r for r in records if r.offset <= last]
+                got[p].extend(records)
+                if got[p] and got[p][-1].offset >= last:
+                    del remaining[p]
+        batches = [_record_batch(self.topic, p, records) for p, records in got.items() if records]
+        return pa.Table.from_batches(batches, schema=MESSAGE_SCHEMA)
+
+
+def _record_batch(topic: str, partition: int, records: list) -> pa.RecordBatch:
+    """Records of one partition, a column at a time: far cheaper than a row at a time."""
+    return pa.RecordBatch.from_arrays(
+        [
+            pa.array([topic] * len(records), pa.string()),
+            pa.array([partition] * len(records), pa.int32()),
+            pa.array([r.offset for r in records], pa.int64()),
+            pa.array([r.timestamp for r in records], pa.int64()).cast(MESSAGE_SCHEMA.field("kafka_timestamp").type),
+            pa.array([r.key for r in records], pa.binary()),
+            pa.array([r.value for r in records], pa.binary()),
+        ],
+        schema=MESSAGE_SCHEMA,
+    )
+
+
 def read_range(
     kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 120.0
 ) -> pa.Table:
-    """Exactly the records in `ranges`, as an Arrow table in MESSAGE_SCHEMA."""
-    if not ranges:
-        return MESSAGE_SCHEMA.empty_table()
-    with gc_paused():
-        return _read_range(kafka, topic, ranges, timeout_s)
+    """Exactly the records in `ranges` (a consumer opened for this read only)."""
+    with TopicReader(kafka, topic, None) as reader:
+        return reader.read(ranges, timeout_s)
 
 
 @contextmanager
@@ -250,48 +381,6 @@ def gc_paused() -> Iterator[None]:
     finally:
         if enabled:
             gc.enable()
-
-
-def _read_range(kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float) -> pa.Table:
-    batches: list[pa.RecordBatch] = []
-    with kafka.consumer(None, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024) as consumer:
-        tps = {p: TopicPartition(topic, p) for p in ranges}
-        consumer.assign(list(tps.values()))
-        for p, (first, _) in ranges.items():
-            consumer.seek(tps[p], first)
-        remaining = {p: last for p, (_, last) in ranges.items()}
-        deadline = time.monotonic() + timeout_s
-        while remaining:
-            if time.monotonic() > deadline:
-                raise TimeoutError(
-                    f"Kafka did not deliver offsets up to {remaining} of {topic!r} within {timeout_s:.0f}s"
-                )
-            for tp, records in consumer.poll(timeout_ms=500, max_records=50_000).items():
-                last = remaining.get(tp.partition)
-                if last is None:
-                    continue
-                if records and records[-1].offset > last:
-                    records = [r for r in records if r.offset <= last]
-                if records:  # one column at a time: far cheaper than a row at a time
-                    batches.append(
-                        pa.RecordBatch.from_arrays(
-                            [
-                                pa.array([topic] * len(records), pa.string()),
-                                pa.array([tp.partition] * len(records), pa.int32()),
-                                pa.array([r.offset for r in records], pa.int64()),
-                                pa.array([r.timestamp for r in records], pa.int64()).cast(
-                                    MESSAGE_SCHEMA.field("kafka_timestamp").type
-                                ),
-                                pa.array([r.key for r in records], pa.binary()),
-                                pa.array([r.value for r in records], pa.binary()),
-                            ],
-                            schema=MESSAGE_SCHEMA,
-                        )
-                    )
-                if (records and records[-1].offset >= last) or (consumer.position(tp) or 0) > last:
-                    del remaining[tp.partition]
-                    consumer.pause(tp)
-    return pa.Table.from_batches(batches, schema=MESSAGE_SCHEMA)
 
 
 # -- the following run ------------------------------------------------------------------------------------
@@ -342,6 +431,11 @@ def follow(
     started, at most another window), each reported as it lands. Yields every batch that had records;
     the run's own events are logged here."""
     wait_for_earlier_runs(context)
+    with TopicReader(kafka, kafka.topic(stream.topic), kafka.group(stream.group_id)) as reader:
+        yield from _follow(context, config, kafka, lake, stream, writer, reader)
+
+
+def _follow(context, config: IngestConfig, kafka, lake, stream: Stream, writer, reader: TopicReader) -> Iterator[Batch]:
     deadline = time.monotonic() + config.follow_seconds
     until = {int(p): o for p, o in config.until_offsets.items()} or None
     while True:
@@ -353,6 +447,7 @@ def follow(
             until=until,
             max_records_per_partition=config.max_records_per_partition,
             log=context.log,
+            reader=reader,
         )
         for materialization in report.materializations:
             context.log_event(materialization)

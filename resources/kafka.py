@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 from dagster import ConfigurableResource
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
@@ -85,9 +85,12 @@ class KafkaResource(ConfigurableResource):
         finally:
             admin.close()
 
-    def pending_offsets(self, topic: str, group_id: str) -> dict[int, tuple[int, int]]:
-        """For each partition of `topic`: (next offset the group will read, end offset of the log)."""
-        with self.consumer(group_id) as consumer:
+    def pending_offsets(
+        self, topic: str, group_id: str, consumer: KafkaConsumer | None = None
+    ) -> dict[int, tuple[int, int]]:
+        """For each partition of `topic`: (next offset the group will read, end offset of the log).
+        `consumer`: an open consumer of the group to ask (a new one otherwise)."""
+        with nullcontext(consumer) if consumer is not None else self.consumer(group_id) as consumer:
             partitions = consumer.partitions_for_topic(topic)
             if not partitions:
                 raise RuntimeError(f"Kafka topic {topic!r} does not exist at {self.bootstrap_servers}")
@@ -101,7 +104,10 @@ class KafkaResource(ConfigurableResource):
                 result[tp.partition] = (start, ends[tp])
             return result
 
-    def commit(self, topic: str, group_id: str, next_offsets: dict[int, int]) -> None:
-        """Commit `next_offsets` (offset of the next record to read, per partition) for the group."""
-        with self.consumer(group_id) as consumer:
+    def commit(
+        self, topic: str, group_id: str, next_offsets: dict[int, int], consumer: KafkaConsumer | None = None
+    ) -> None:
+        """Commit `next_offsets` (offset of the next record to read, per partition) for the group.
+        `consumer`: an open consumer of the group to commit through (a new one otherwise)."""
+        with nullcontext(consumer) if consumer is not None else self.consumer(group_id) as consumer:
             consumer.commit({TopicPartition(topic, p): OffsetAndMetadata(o, "", -1) for p, o in next_offsets.items()})

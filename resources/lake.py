@@ -209,10 +209,13 @@ class LakeResource(ConfigurableResource):
         """The last idempotency version committed to `name` under `app_id`, if any."""
         return self.tokens(name, [app_id])[app_id]
 
-    def tokens(self, name: str, app_ids: list[str]) -> dict[str, int | None]:
-        """`token` for several app ids, from one version of the table."""
-        table = self.table(name)
+    def tokens(self, name: str, app_ids: list[str], version: int | None = None) -> dict[str, int | None]:
+        """`token` for several app ids, from one version of the table (the current one by default)."""
+        table = self.table(name) if version is None else self._at(name, version)
         return {a: table.transaction_version(a) if table is not None else None for a in app_ids}
+
+    def _at(self, name: str, version: int) -> DeltaTable:
+        return DeltaTable(self.uri(name), version=version, storage_options=self.storage_options())
 
     def append(self, name: str, rows: pa.Table, *, tokens: dict[str, int] | None = None) -> None:
         """Append `rows` to table `name` (partitioned by `event_date`) in one commit, recording `tokens`
@@ -237,7 +240,7 @@ class LakeResource(ConfigurableResource):
         commit = CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
         table = self.table(name)
         if table is not None and version is not None and table.version() != version:
-            table = DeltaTable(self.uri(name), version=version, storage_options=self.storage_options())
+            table = self._at(name, version)
         write_deltalake(
             table if table is not None else self.uri(name),
             rows,
@@ -257,11 +260,12 @@ class LakeResource(ConfigurableResource):
         columns: list[str] | None = None,
         where: pads.Expression | None = None,
         schema: pa.Schema | None = None,
+        version: int | None = None,
     ) -> pa.Table:
         """Rows of table `name` (only `dates`' partitions when given), with `columns` and the filter
         `where` pushed down to the files (their min/max statistics skip what cannot match). An empty
-        table in `schema` when the table does not exist yet."""
-        table = self.table(name)
+        table in `schema` when the table does not exist yet. `version`: as of that table version."""
+        table = self.table(name) if version is None else self._at(name, version)
         if table is None:
             if schema is None:
                 raise FileNotFoundError(f"table {self.uri(name)} has no commit yet")
@@ -295,7 +299,10 @@ class LakeResource(ConfigurableResource):
             return {}
         metrics: dict = {}
         for date in dates:
-            metrics[date] = table.optimize.compact(partition_filters=[("event_date", "=", date)])
+            try:
+                metrics[date] = table.optimize.compact(partition_filters=[("event_date", "=", date)])
+            except CommitFailedError as conflict:  # a writer replaced the date meanwhile: compact next time
+                metrics[date] = {"skipped": str(conflict)}
         return metrics
 
     # -- internals ------------------------------------------------------------------------------------

@@ -398,9 +398,10 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
     for event_date in event_dates:
         while True:
             versions = {t: _version(lake, t) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)}
-            bronze = lake.scan(BRONZE_TABLE, [event_date], schema=BRONZE_SCHEMA).cast(BRONZE_SCHEMA)
+            read = _version(lake, BRONZE_TABLE)  # rows and tokens of bronze from this one version
+            bronze = lake.scan(BRONZE_TABLE, [event_date], schema=BRONZE_SCHEMA, version=read).cast(BRONZE_SCHEMA)
             bronze = bronze.sort_by([("partition", "ascending"), ("offset", "ascending")])
-            tokens = _covered_tokens(bronze, event_date)
+            tokens = _covered_tokens(lake, bronze, event_date, read)
             split = split_routed(route_messages(bronze))
             try:
                 for table, rows in (
@@ -433,12 +434,19 @@ def _version(lake: LakeResource, table: str) -> int | None:
     return delta.version() if delta is not None else None
 
 
-def _covered_tokens(bronze: pyarrow.Table, event_date: str) -> dict[str, int]:
-    """Per (topic, Kafka partition): the last offset of the date's bronze rows that the rebuild read."""
-    if not bronze.num_rows:
+def _covered_tokens(lake: LakeResource, bronze: pyarrow.Table, event_date: str, version: int | None) -> dict:
+    """Per (topic, Kafka partition) of the date's bronze rows: the last offset bronze held at the version
+    the rebuild read. Batches land in bronze whole, so every row of the date up to it was read, even
+    when the partition's last batch ended with rows of another date."""
+    if not bronze.num_rows or version is None:
         return {}
-    last = bronze.group_by(["topic", "partition"]).aggregate([("offset", "max")]).to_pylist()
-    return {date_token(r["topic"], r["partition"], event_date): r["offset_max"] for r in last}
+    pairs = bronze.group_by(["topic", "partition"]).aggregate([]).to_pylist()
+    held = lake.tokens(BRONZE_TABLE, [f"{r['topic']}/{r['partition']}" for r in pairs], version=version)
+    return {
+        date_token(r["topic"], r["partition"], event_date): held[f"{r['topic']}/{r['partition']}"]
+        for r in pairs
+        if held[f"{r['topic']}/{r['partition']}"] is not None
+    }
 
 
 def silver_metadata(summary: dict) -> dict:
