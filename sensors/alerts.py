@@ -27,6 +27,7 @@ from dagster._core.storage.asset_check_execution_record import (
 
 from assets.clickstream.freshness import clickstream_freshness_checks
 from resources import Alert, AlertsResource
+from sensors.run_policy import housekeeping_tags
 
 DEFAULT_ALERT_LOG = "data/alerts/alerts.jsonl"
 _PAGE = 100
@@ -173,15 +174,31 @@ clickstream_freshness_job = dg.define_asset_job(
     "clickstream_freshness_job",
     selection=dg.AssetSelection.checks(clickstream_freshness_checks),
     description="Evaluate the clickstream freshness checks (Kafka pending vs. last update of silver and gold).",
+    tags=housekeeping_tags("clickstream_freshness_job"),
 )
 
-clickstream_freshness_schedule = dg.ScheduleDefinition(
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+@dg.schedule(
     name="clickstream_freshness_schedule",
     job=clickstream_freshness_job,
     cron_schedule="* * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every minute: are silver and gold keeping up with Kafka?",
+    description="Every minute: are silver and gold keeping up with Kafka? Skipped while the previous evaluation "
+    "is still queued or running, so a busy machine never builds a queue of them.",
 )
+def clickstream_freshness_schedule(context: dg.ScheduleEvaluationContext):
+    unfinished = dg.RunsFilter(job_name=clickstream_freshness_job.name, statuses=UNFINISHED_RUN_STATUSES)
+    if context.instance.get_run_records(unfinished, limit=1):
+        return dg.SkipReason("the previous freshness evaluation has not finished")
+    return dg.RunRequest()
 
 ALERT_SENSORS = [asset_check_alert_sensor, run_failure_alert_sensor]
 

@@ -4,18 +4,21 @@ import dagster as dg
 
 from assets.clickstream.parsing import CONSUMER_GROUP, TOPIC
 from assets.clickstream.silver import clickstream_daily_partitions
+from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
 from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
 
 clickstream_ingest_job = dg.define_asset_job(
     "clickstream_ingest_job",
     selection=dg.AssetSelection.assets("bronze_clickstream_events"),
     description="Move pending Kafka records of clickstream.events into bronze and commit their offsets.",
+    tags=STREAMING_TAGS,
 )
 
 clickstream_daily_job = dg.define_asset_job(
     "clickstream_daily_job",
     selection=dg.AssetSelection.groups("clickstream_silver", "clickstream_gold"),
     description="Rebuild one event_date of silver, quarantine and gold from bronze.",
+    tags=BATCH_TAGS,
 )
 
 clickstream_kafka_sensor = kafka_ingest_sensor(
@@ -34,6 +37,7 @@ clickstream_gold_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("clickstream_gold")
     | dg.AssetSelection.checks_for_assets("silver_clickstream_events", "quarantine_clickstream_events"),
     description="Check the silver dates the ingest run refreshed (blocking), then rebuild their gold.",
+    tags=BATCH_TAGS,
 )
 
 clickstream_partitions_sensor = bronze_partitions_sensor(

@@ -12,6 +12,7 @@ from assets.kafka_ingest import ACTIVE_RUN_STATUSES
 from assets.loans.parsing import CONSUMER_GROUP, TOPIC
 from assets.loans.raw import landed_files
 from resources import LakeResource
+from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
 from sensors.streaming import kafka_ingest_sensor
 
 _DOWNSTREAM = [
@@ -25,12 +26,14 @@ loans_batch_job = dg.define_asset_job(
     "loans_batch_job",
     selection=dg.AssetSelection.assets("raw_loan_application_files", *_DOWNSTREAM),
     description="Keep newly landed application files, clean them and extend the features.",
+    tags=BATCH_TAGS,
 )
 
 loans_stream_job = dg.define_asset_job(
     "loans_stream_job",
     selection=dg.AssetSelection.assets("bronze_loan_applications", *_DOWNSTREAM),
     description="Move pending Kafka applications into bronze, clean them, extend the features incrementally.",
+    tags=STREAMING_TAGS,
 )
 
 loans_kafka_sensor = kafka_ingest_sensor(
