@@ -42,7 +42,9 @@ backfill: install
 	  --select silver_clickstream_events,quarantine_clickstream_events,gold_clickstream_daily_metrics,gold_clickstream_product_funnel \
 	  --partition-range "$(FROM)...$(TO)"
 
+# Everything the demo started, by the session ids, pid files and data directories it recorded.
 stop:
+	platform/procs.sh stop
 	platform/kafka.sh stop
 	platform/postgres.sh stop
 
