@@ -9,12 +9,19 @@ DBT_SOURCES := $(shell find dbt \( -path dbt/target -o -path dbt/logs -o -path d
 
 .PHONY: install dbt-manifest demo test lint bench backfill stop clean
 
-install: $(VENV)/.installed $(DBT_MANIFEST)
+install: $(VENV)/.installed $(VENV)/.compiled $(DBT_MANIFEST)
 
 $(VENV)/.installed: requirements.lock
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
 	@[ -x $(VENV)/bin/python ] || uv venv --quiet --python python3.11 $(VENV)
 	uv pip sync --quiet --python $(VENV)/bin/python requirements.lock
+	@touch $@
+
+# Byte-compile every installed module once: uv installs without .pyc files, and where PYTHONDONTWRITEBYTECODE
+# is set no process ever writes them, so every run worker compiled Dagster, dbt and pandas from source again
+# (about half of a run's start-up CPU; bench/bench_run_startup.py).
+$(VENV)/.compiled: $(VENV)/.installed
+	$(VENV)/bin/python -m compileall -q -j 2 $(VENV)/lib/python3.11/site-packages >/dev/null
 	@touch $@
 
 dbt-manifest: $(DBT_MANIFEST)
