@@ -86,10 +86,19 @@ def _env(dagster_home: str, dev: bool) -> dict[str, str]:
 def measure(job: str, dev: bool, dagster_home: str) -> dict:
     env = _env(dagster_home, dev)
     run_id = subprocess.run(
-        [sys.executable, "-c", _CREATE, str(DEFINITIONS), job], cwd=ROOT, env=env, check=True, capture_output=True, text=True
+        [sys.executable, "-c", _CREATE, str(DEFINITIONS), job],
+        cwd=ROOT,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
     ).stdout.split()[-1]
     worker = subprocess.run(
-        [sys.executable, "-c", _WORKER, str(DEFINITIONS), job, run_id], cwd=ROOT, env=env, capture_output=True, text=True
+        [sys.executable, "-c", _WORKER, str(DEFINITIONS), job, run_id],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
     )
     line = next((x for x in worker.stdout.splitlines() if x.startswith("RESULT ")), None)
     if worker.returncode != 0 or line is None or "first_step_start" not in line:

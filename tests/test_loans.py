@@ -175,7 +175,9 @@ def test_landed_file_whose_run_failed_is_requested_again_until_a_run_succeeds(la
 
     def run_for(request, fail: bool) -> None:
         tags = {**request.tags, "dagster/run_key": request.run_key, "test/fail": "yes" if fail else "no"}
-        assert _stand_in_batch_job.execute_in_process(instance=instance, tags=tags, raise_on_error=False).success != fail
+        assert (
+            _stand_in_batch_job.execute_in_process(instance=instance, tags=tags, raise_on_error=False).success != fail
+        )
 
     first = evaluate(None)
     (request,) = first.run_requests

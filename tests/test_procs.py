@@ -28,7 +28,9 @@ def test_stop_ends_every_process_of_the_recorded_session(tmp_path: Path):
     procs = [str(ROOT / "platform" / "procs.sh")]
     bystander = subprocess.Popen(["sleep", "300"])
     try:
-        subprocess.run([*procs, "start", "tree", str(tmp_path / "tree.log"), "--", "bash", "-c", TREE], env=env, check=True)
+        subprocess.run(
+            [*procs, "start", "tree", str(tmp_path / "tree.log"), "--", "bash", "-c", TREE], env=env, check=True
+        )
         sid = int((tmp_path / "tree.sid").read_text())
         deadline = time.monotonic() + 10
         while len(_session(sid)) < 3 and time.monotonic() < deadline:
