@@ -16,7 +16,9 @@ It is read inside the worker at the exact event, so no polling delay or step wor
 Each worker runs twice as a run would: with DAGSTER_IS_DEV_CLI=1 (what `dagster dev` sets for every
 process it starts, which is what dagster-dbt's `prepare_if_dev` looks at) and without it (production,
 `dagster api grpc`). The job should be a small one; the step itself never runs, so its resources are not
-needed. Checkpoints (after `import dagster`, after loading the definitions) show where the time goes.
+needed. Checkpoints (after `import dagster`, after opening the instance, after loading the definitions)
+show where the time goes. The results of the code before issue 15 are in run_startup_before.json (there,
+load_definitions_s includes opening the instance).
 The manifest must exist beforehand (`make dbt-manifest`, done by `make install`).
 """
 
@@ -51,6 +53,7 @@ recon_job = ReconstructableRepository.for_file(
 ).get_reconstructable_job(job_name)
 with dg.DagsterInstance.get() as instance:
     run = instance.get_run_by_id(run_id)
+    marks["open_instance"] = cpu()
     recon_job.get_definition()
     marks["load_definitions"] = cpu()
     for event in core_execute_run(recon_job, run, instance, inject_env_vars=False):
@@ -108,7 +111,8 @@ def measure(job: str, dev: bool, dagster_home: str) -> dict:
     return {
         "interpreter_s": total["interpreter"],
         "import_dagster_s": total["import_dagster"] - total["interpreter"],
-        "load_definitions_s": total["load_definitions"] - total["import_dagster"],
+        "open_instance_s": total["open_instance"] - total["import_dagster"],
+        "load_definitions_s": total["load_definitions"] - total["open_instance"],
         "run_start_to_step_s": total["first_step_start"] - total["load_definitions"],
         "subprocesses_s": marks["first_step_start"]["children"],
         "cpu_before_first_step_s": total["first_step_start"],
