@@ -1,15 +1,33 @@
 # The two commands of the README: `make demo` (the platform on local defaults) and `make test`.
 SHELL := /bin/bash
 VENV := .venv
+# The dbt manifest the definitions load (they never run dbt themselves): built here, and rebuilt only when
+# a file of the dbt project changes.
+DBT_MANIFEST := dbt/target/manifest.json
+DBT_SOURCES := $(shell find dbt \( -path dbt/target -o -path dbt/logs -o -path dbt/dbt_packages \) -prune \
+  -o -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.yaml' -o -name '*.csv' \) -print)
 
-.PHONY: install demo test lint bench backfill stop clean
+.PHONY: install dbt-manifest demo test lint bench backfill stop clean
 
-install: $(VENV)/.installed
+install: $(VENV)/.installed $(VENV)/.compiled $(DBT_MANIFEST)
 
 $(VENV)/.installed: requirements.lock
 	@command -v uv >/dev/null || python3 -m pip install --quiet uv
 	@[ -x $(VENV)/bin/python ] || uv venv --quiet --python python3.11 $(VENV)
 	uv pip sync --quiet --python $(VENV)/bin/python requirements.lock
+	@touch $@
+
+# Byte-compile every installed module once: uv installs without .pyc files, and where PYTHONDONTWRITEBYTECODE
+# is set no process ever writes them, so every run worker compiled Dagster, dbt and pandas from source again
+# (about half of a run's start-up CPU; bench/bench_run_startup.py).
+$(VENV)/.compiled: $(VENV)/.installed
+	$(VENV)/bin/python -m compileall -q -j 2 $(VENV)/lib/python3.11/site-packages >/dev/null
+	@touch $@
+
+dbt-manifest: $(DBT_MANIFEST)
+
+$(DBT_MANIFEST): $(VENV)/.installed $(DBT_SOURCES)
+	cd dbt && ../$(VENV)/bin/dbt --quiet parse --project-dir . --profiles-dir . --target-path target
 	@touch $@
 
 demo: install
@@ -31,7 +49,9 @@ backfill: install
 	  --select silver_clickstream_events,quarantine_clickstream_events,gold_clickstream_daily_metrics,gold_clickstream_product_funnel \
 	  --partition-range "$(FROM)...$(TO)"
 
+# Everything the demo started, by the session ids, pid files and data directories it recorded.
 stop:
+	platform/procs.sh stop
 	platform/kafka.sh stop
 	platform/postgres.sh stop
 

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The platform's main job on local defaults: a real Kafka broker, a replayed stream of user events,
 # and `dagster dev` with the sensors running. Open http://127.0.0.1:3000 and watch the assets.
+# Ctrl-C stops dagster dev (with its code servers and run workers) and the producer; `make stop` stops
+# everything the demo started, Kafka and PostgreSQL included, by the ids it recorded (platform/procs.sh).
 #   DEMO_EVENTS   events replayed at start (default 20000)
 #   DEMO_RATE     events per second streamed afterwards (default 50; 0 to stop after the replay)
 set -euo pipefail
@@ -14,10 +16,10 @@ echo "[demo] replaying ${DEMO_EVENTS:-20000} clickstream events into Kafka"
 $py -m assets.clickstream.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count "${DEMO_EVENTS:-20000}"
 if [[ ${DEMO_RATE:-50} != 0 ]]; then
   echo "[demo] streaming ${DEMO_RATE:-50} events/s in the background (log: .local/demo-producer.log)"
-  $py -m assets.clickstream.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count 10000000 \
-      --rate "${DEMO_RATE:-50}" --seed 11 >.local/demo-producer.log 2>&1 &
-  producer=$!
-  trap 'kill $producer 2>/dev/null || true' EXIT
+  platform/procs.sh start demo-producer .local/demo-producer.log -- \
+    $py -m assets.clickstream.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count 10000000 \
+      --rate "${DEMO_RATE:-50}" --seed 11
+  trap 'platform/procs.sh stop demo-producer' EXIT
 fi
 # --- Loan-application risk features (seed 001; assets/loans) ---------------------------------------
 # 2007 lands as a batch file (loans_landing_sensor); 2008-2012 replay into Kafka (loans_kafka_sensor).
@@ -56,5 +58,9 @@ else
 fi
 # --- end of warehouse ----------------------------------------------------------------------------
 
-echo "[demo] starting Dagster on http://127.0.0.1:3000 (Ctrl-C stops it; 'make stop' stops Kafka)"
-.venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
+echo "[demo] starting Dagster on http://127.0.0.1:${DAGSTER_PORT:-3000} (Ctrl-C stops it; 'make stop' stops everything)"
+# In a session of its own: stopping it stops its code servers and run workers too, wherever they run.
+trap 'platform/procs.sh stop dagster-dev demo-producer' EXIT
+trap 'exit 130' INT TERM
+platform/procs.sh start dagster-dev - -- .venv/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p "${DAGSTER_PORT:-3000}"
+platform/procs.sh wait dagster-dev

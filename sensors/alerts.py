@@ -20,13 +20,16 @@ import sys
 from collections.abc import Mapping
 
 import dagster as dg
+from dagster._core.events import EngineEventData, JobFailureData
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
     AssetCheckExecutionRecordStatus,
 )
+from dagster_shared.error import SerializableErrorInfo
 
 from assets.clickstream.freshness import clickstream_freshness_checks
 from resources import Alert, AlertsResource
+from sensors.run_policy import housekeeping_tags
 
 DEFAULT_ALERT_LOG = "data/alerts/alerts.jsonl"
 _PAGE = 100
@@ -136,6 +139,36 @@ def asset_check_alert_sensor(context: dg.SensorEvaluationContext, alerts: Alerts
     )
 
 
+def describe_error(error: SerializableErrorInfo) -> str:
+    """The innermost cause (the user's exception, not Dagster's wrapper) as `Class: message`."""
+    while error.cause is not None:
+        error = error.cause
+    text = error.message.strip()
+    return text if not error.cls_name or text.startswith(error.cls_name) else f"{error.cls_name}: {text}"
+
+
+_FAILURE_EVENTS = {dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE, dg.DagsterEventType.ENGINE_EVENT}
+
+
+def run_failure_reason(instance: dg.DagsterInstance, run_id: str, fallback: str) -> str:
+    """Why a run failed, from its event log: the first failed step's error; else the run failure's own error;
+    else the first engine error (a worker that could not load the job, a launch that failed), with the
+    engine's message; else `fallback` (e.g. "marked as failed from outside the execution context")."""
+    events = [e.dagster_event for e in instance.all_logs(run_id, of_type=_FAILURE_EVENTS) if e.dagster_event]
+    for event in events:
+        if event.is_step_failure and event.step_failure_data.error is not None:
+            return f"{event.step_key}: {describe_error(event.step_failure_data.error)}"
+    for event in events:
+        data = event.event_specific_data
+        if event.is_run_failure and isinstance(data, JobFailureData) and data.error is not None:
+            return describe_error(data.error)
+    for event in events:
+        data = event.event_specific_data
+        if event.is_engine_event and isinstance(data, EngineEventData) and data.error is not None:
+            return f"{(event.message or 'engine error').strip()} {describe_error(data.error)}"
+    return fallback
+
+
 @dg.run_failure_sensor(
     name="run_failure_alert_sensor",
     minimum_interval_seconds=10,
@@ -144,14 +177,7 @@ def asset_check_alert_sensor(context: dg.SensorEvaluationContext, alerts: Alerts
 )
 def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: AlertsResource):
     run = context.dagster_run
-    errors = []
-    for event in context.get_step_failure_events():
-        error = event.step_failure_data.error
-        while error is not None and error.cause is not None:  # the user's exception, not Dagster's wrapper
-            error = error.cause
-        if error is not None:
-            errors.append(f"{event.step_key}: {error.message.strip()}")
-    reason = errors[0] if errors else (context.failure_event.message or "the run failed")
+    reason = run_failure_reason(context.instance, run.run_id, context.failure_event.message or "the run failed")
     assets = sorted(key.to_user_string() for key in run.asset_selection or [])
     alerts.send(
         Alert(
@@ -173,15 +199,32 @@ clickstream_freshness_job = dg.define_asset_job(
     "clickstream_freshness_job",
     selection=dg.AssetSelection.checks(clickstream_freshness_checks),
     description="Evaluate the clickstream freshness checks (Kafka pending vs. last update of silver and gold).",
+    tags=housekeeping_tags("clickstream_freshness_job"),
 )
 
-clickstream_freshness_schedule = dg.ScheduleDefinition(
+UNFINISHED_RUN_STATUSES = [
+    dg.DagsterRunStatus.QUEUED,
+    dg.DagsterRunStatus.NOT_STARTED,
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+]
+
+
+@dg.schedule(
     name="clickstream_freshness_schedule",
     job=clickstream_freshness_job,
     cron_schedule="* * * * *",
     default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every minute: are silver and gold keeping up with Kafka?",
+    description="Every minute: are silver and gold keeping up with Kafka? Skipped while the previous evaluation "
+    "is still queued or running, so a busy machine never builds a queue of them.",
 )
+def clickstream_freshness_schedule(context: dg.ScheduleEvaluationContext):
+    unfinished = dg.RunsFilter(job_name=clickstream_freshness_job.name, statuses=UNFINISHED_RUN_STATUSES)
+    if context.instance.get_run_records(unfinished, limit=1):
+        return dg.SkipReason("the previous freshness evaluation has not finished")
+    return dg.RunRequest()
+
 
 ALERT_SENSORS = [asset_check_alert_sensor, run_failure_alert_sensor]
 

@@ -5,12 +5,14 @@ import datetime as dt
 import dagster as dg
 
 from assets.clickstream.names import CONSUMER_GROUP, TOPIC, clickstream_daily_partitions
+from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
 from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
 
 clickstream_ingest_job = dg.define_asset_job(
     "clickstream_ingest_job",
     selection=dg.AssetSelection.assets("bronze_clickstream_events"),
     description="Move pending Kafka records of clickstream.events into bronze and commit their offsets.",
+    tags=STREAMING_TAGS,
 )
 
 clickstream_daily_job = dg.define_asset_job(
@@ -18,6 +20,7 @@ clickstream_daily_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("clickstream_silver", "clickstream_gold"),
     description="Rebuild event dates of silver, quarantine and gold from bronze, exactly, with every "
     "whole-date check: the daily close, a reprocessing, a disaster recovery.",
+    tags=BATCH_TAGS,
 )
 
 
@@ -50,6 +53,7 @@ clickstream_gold_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("clickstream_gold"),
     description="Recompute gold for the dates the ingest run appended to (silver's whole-date checks run "
     "with the daily close, the stream checks each micro-batch).",
+    tags=BATCH_TAGS,
 )
 
 clickstream_partitions_sensor = bronze_partitions_sensor(
@@ -57,7 +61,7 @@ clickstream_partitions_sensor = bronze_partitions_sensor(
     bronze_asset="bronze_clickstream_events",
     job=clickstream_gold_job,
     partitions_def=clickstream_daily_partitions,
-    # Gold and the silver checks trail the stream: at most one run every 30 s, over the touched dates.
+    # Gold trails the stream: at most one run every 30 s, over the touched dates.
     minimum_interval_seconds=30,
     one_run_per_tick=True,
 )

@@ -8,6 +8,7 @@ can alter."""
 import dagster as dg
 
 from assets.fraud.common import CHANGES_GROUP, CHANGES_TOPIC, EVENTS_GROUP, EVENTS_TOPIC, fraud_daily_partitions
+from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
 from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
 
 fraud_live_job = dg.define_asset_job(
@@ -15,18 +16,21 @@ fraud_live_job = dg.define_asset_job(
     selection=dg.AssetSelection.assets("bronze_fraud_risk_events"),
     description="Follow the checkout risk events topic: each micro-batch into bronze (offsets committed once it "
     "is durable), then the touched dates of silver, quarantine and the decision dataset, and the serving table.",
+    tags=STREAMING_TAGS,
 )
 
 fraud_dimensions_job = dg.define_asset_job(
     "fraud_dimensions_job",
     selection=dg.AssetSelection.assets("bronze_fraud_buyer_changes", "fraud_buyer_scd2", "fraud_buyer_scd1"),
     description="Move pending buyer changes into bronze, then rebuild the SCD2 and SCD1 buyer dimensions.",
+    tags=STREAMING_TAGS,
 )
 
 fraud_daily_job = dg.define_asset_job(
     "fraud_daily_job",
     selection=dg.AssetSelection.groups("fraud_silver", "fraud_gold"),
     description="Rebuild one event date of silver, quarantine and decisions, then the serving table.",
+    tags=BATCH_TAGS,
 )
 
 fraud_events_kafka_sensor = kafka_ingest_sensor(

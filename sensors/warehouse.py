@@ -4,6 +4,7 @@ scheduled daily for the date that just ended; backfills of the same job reproces
 import dagster as dg
 
 from assets.warehouse.contracts import warehouse_daily_partitions
+from sensors.run_policy import BATCH_TAGS
 
 commerce_warehouse_job = dg.define_asset_job(
     "commerce_warehouse_job",
@@ -11,6 +12,7 @@ commerce_warehouse_job = dg.define_asset_job(
     partitions_def=warehouse_daily_partitions,
     description="Extract one processing date from PostgreSQL and the landing files, stage it, rebuild facts, "
     "dimensions and KPI marts.",
+    tags=BATCH_TAGS,
 )
 
 commerce_warehouse_schedule = dg.build_schedule_from_partitioned_job(

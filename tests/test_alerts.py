@@ -248,3 +248,44 @@ def test_the_cli_lists_the_alert_log(tmp_path, capsys):
     )
     assert listed.returncode == 0, listed.stderr
     assert all(f"boom number {i}" in listed.stdout for i in range(3))
+
+
+@dg.op
+def _noop() -> None:
+    pass
+
+
+@dg.job(name="commerce_warehouse_job")
+def _stand_in_job():
+    _noop()
+
+
+def test_a_run_whose_worker_could_not_load_the_job_alerts_with_the_real_error(instance, tmp_path):
+    """The worker of a run imports the code location first; when that fails the run is failed "from outside",
+    and the alert names the exception, class and message, from the run's event log."""
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
+    from dagster._grpc.impl import core_execute_run
+
+    broken = tmp_path / "broken_definitions.py"
+    broken.write_text("raise FileNotFoundError('The dbt manifest dbt/target/manifest.json is missing')\n")
+    recon_job = ReconstructableRepository.for_file(str(broken), "defs", str(tmp_path)).get_reconstructable_job(
+        _stand_in_job.name
+    )
+    run = instance.create_run_for_job(job_def=_stand_in_job)
+    with pytest.raises(Exception):  # noqa: B017 (whatever the loader raises; the event log keeps it)
+        list(core_execute_run(recon_job, run, instance, inject_env_vars=False))
+    run = instance.get_run_by_id(run.run_id)
+    assert run is not None and run.status == dg.DagsterRunStatus.FAILURE
+    (failure,) = [e.dagster_event for e in instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_FAILURE)]
+    log = tmp_path / "alerts.jsonl"
+    context = dg.build_run_status_sensor_context(
+        sensor_name="run_failure_alert_sensor",
+        dagster_event=failure,
+        dagster_instance=instance,
+        dagster_run=run,
+        resources={"alerts": AlertsResource(log_path=str(log), ui_url=UI)},
+    ).for_run_failure()
+    run_failure_alert_sensor(context)
+    (alert,) = log_lines(log)
+    assert "Could not load job definition" in alert["reason"]
+    assert "FileNotFoundError: The dbt manifest dbt/target/manifest.json is missing" in alert["reason"]

@@ -2,6 +2,7 @@
 MA100 as schema version 2, EMA50 as logic version 3, every version readable; real DuckDB, no mocks."""
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -88,8 +89,8 @@ def digest(folder: Path) -> dict[str, str]:
 def test_fixture_every_irregularity_is_typed_flagged_or_quarantined(lake, warehouse, instance):
     resources = {"lake": lake, "warehouse": warehouse}
     land(lake, FIXTURE)
-    request = tick(loans_landing_sensor, instance, resources)
-    assert isinstance(request, dg.RunRequest) and request.job_name in (None, loans_batch_job.name)
+    (request,) = tick(loans_landing_sensor, instance, resources).run_requests
+    assert request.job_name in (None, loans_batch_job.name)
     result = run(instance, resources, 1, BATCH_ASSETS)
 
     kept = lake.files(RAW_FILES_DATASET, pattern="*.csv")
@@ -146,8 +147,59 @@ def test_fixture_every_irregularity_is_typed_flagged_or_quarantined(lake, wareho
     ]
     assert features["risk_scores_seen"].tolist() == [1, 2, 3, 3, 3, 4]
     # A second tick for the same files requests nothing new (same run key).
-    again = tick(loans_landing_sensor, instance, resources)
+    (again,) = tick(loans_landing_sensor, instance, resources).run_requests
     assert again.run_key == request.run_key
+
+
+@dg.op
+def _batch_step(context: dg.OpExecutionContext) -> None:
+    if context.run.tags.get("test/fail") == "yes":
+        raise RuntimeError("the run worker failed")
+
+
+@dg.job(name=loans_batch_job.name)
+def _stand_in_batch_job():
+    _batch_step()
+
+
+def test_landed_file_whose_run_failed_is_requested_again_until_a_run_succeeds(lake, instance, monkeypatch):
+    """Dagster never launches a run key again once its run failed: the sensor asks under a new key until a run
+    for the landed file has succeeded, and then stops asking."""
+    import sensors.loans as loans_sensors
+
+    resources = {"lake": lake}
+    land(lake, FIXTURE)
+
+    def evaluate(cursor):
+        return loans_landing_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
+
+    def run_for(request, fail: bool) -> None:
+        tags = {**request.tags, "dagster/run_key": request.run_key, "test/fail": "yes" if fail else "no"}
+        assert (
+            _stand_in_batch_job.execute_in_process(instance=instance, tags=tags, raise_on_error=False).success != fail
+        )
+
+    first = evaluate(None)
+    (request,) = first.run_requests
+    run_for(request, fail=True)
+    # Within the back-off the file waits; after it, it is requested under a new key.
+    waiting = evaluate(first.cursor)
+    assert isinstance(waiting, dg.SkipReason) and "again in" in (waiting.skip_message or "")
+    monkeypatch.setattr(loans_sensors, "RETRY_BACKOFF_SECONDS", 0.0)
+    second = evaluate(first.cursor)
+    (retry,) = second.run_requests
+    assert retry.run_key != request.run_key and retry.run_key.startswith(request.run_key)
+    # The same tick again (the request not launched yet) asks for the same new key, not a third one.
+    (same,) = evaluate(second.cursor).run_requests
+    assert same.run_key == retry.run_key
+    run_for(retry, fail=False)
+    done = evaluate(second.cursor)
+    assert not done.run_requests and json.loads(done.cursor)["succeeded"]
+    assert isinstance(evaluate(done.cursor), dg.SkipReason)
+    # A new version of the file is new work.
+    land(lake, rows=applications([2007], 5, seed=3))
+    (fresh,) = evaluate(done.cursor).run_requests
+    assert fresh.run_key not in (request.run_key, retry.run_key)
 
 
 def test_feature_logic_is_exact_in_any_split_and_never_looks_ahead():

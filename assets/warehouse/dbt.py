@@ -8,6 +8,7 @@ materialization."""
 import json
 import shutil
 import sys
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -22,12 +23,34 @@ from resources import WarehouseResource
 DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
 
 warehouse_dbt_project = DbtProject(project_dir=Path(__file__).resolve().parents[2] / "dbt")
-# A clean clone has no manifest yet: parse once so the asset graph can load (`dagster dev` re-parses).
+# The manifest is built once, at install time (`make dbt-manifest`, part of `make install`), and rebuilt by
+# make only when the dbt project changes: importing the definitions (every run worker does) never runs dbt.
+_DBT_SOURCES = (".sql", ".yml", ".yaml", ".csv")
+
+
+def _stale_manifest_sources(project: DbtProject) -> list[str]:
+    """dbt files changed after the manifest was written (a few stat calls; dbt's own output is not walked)."""
+    built = project.manifest_path.stat().st_mtime
+    tops = [p for p in project.project_dir.iterdir() if p.name not in ("target", "logs", "dbt_packages")]
+    files = [p for top in tops for p in ([top] if top.is_file() else top.rglob("*"))]
+    return [
+        str(p.relative_to(project.project_dir))
+        for p in files
+        if p.suffix in _DBT_SOURCES and p.is_file() and p.stat().st_mtime > built
+    ]
+
+
 if not warehouse_dbt_project.manifest_path.exists():
-    DbtCliResource(project_dir=warehouse_dbt_project, dbt_executable=DBT_EXECUTABLE).cli(
-        ["parse"], target_path=warehouse_dbt_project.target_path
-    ).wait()
-warehouse_dbt_project.prepare_if_dev()
+    raise FileNotFoundError(
+        f"The dbt manifest {warehouse_dbt_project.manifest_path} is missing. Build it once with `make dbt-manifest` "
+        "(part of `make install`, so `make demo` and `make test` do it): the definitions never run dbt at import."
+    )
+if _stale := _stale_manifest_sources(warehouse_dbt_project):
+    warnings.warn(
+        f"dbt files changed after the manifest was built ({', '.join(sorted(_stale)[:5])}): run `make dbt-manifest` "
+        "and reload the code location to see the change.",
+        stacklevel=1,
+    )
 MARTS_SCHEMA = "marts"
 PREVIEW_ROWS = 20
 
