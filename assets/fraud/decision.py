@@ -381,7 +381,8 @@ def bronze_date(lake: LakeResource, event_date: str) -> tuple[pa_arrow.Table, di
     if current is None:
         return BRONZE_SCHEMA.empty_table(), {}
     pinned = DeltaTable(lake.uri(BRONZE_EVENTS), version=current.version(), storage_options=lake.storage_options())
-    rows = pinned.to_pyarrow_dataset(partitions=[("event_date", "in", [event_date])]).to_table()
+    day = pa_arrow.scalar(event_date).cast(pa_arrow.date32())
+    rows = pinned.to_pyarrow_dataset().to_table(filter=pc.field("event_date") == day)
     rows = rows.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
     rows = rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
     tokens = {}
