@@ -7,6 +7,9 @@
    market rules, SCD1 pseudonyms, decision rows in Arrow) of `--events` silver events against a
    `--dimension-rows` SCD2 dimension, on one core (process pinned, DuckDB threads=1).
 2. A whole decision partition from bronze: JSON parsing, market rules, dedup, quarantine, enrichment.
+   Then the live path's cost per micro-batch (`LiveDecisionWriter`: check, dedup against the held ids,
+   enrich, append to three Delta tables, merge the serving table) into that date once it is full, beside
+   the same batches into an empty date: it must not grow with the date.
 3. Lookup latency of `BuyerFeatureLookup.get` over the serving table built from (1).
 4. With --dagster-dev: seconds from an event produced to Kafka to its row in the decision dataset, with
    `dagster dev` running the real sensors and jobs against a fresh broker: events at a steady rate
@@ -29,16 +32,28 @@ import urllib.request
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from assets.fraud.common import CHANGES_TOPIC, DECISION_EVENTS, EVENTS_TOPIC, QUARANTINE_EVENTS, partition_dates_by
-from assets.fraud.decision import build_decision_partition, enrich_events
+from assets.fraud.common import (
+    BRONZE_CHANGES,
+    BRONZE_EVENTS,
+    CHANGES_TOPIC,
+    DECISION_EVENTS,
+    EVENTS_TOPIC,
+    LATEST_FEATURES,
+    QUARANTINE_EVENTS,
+    SCD1,
+    SCD2,
+    partition_dates_by,
+    replace_table,
+)
+from assets.fraud.decision import DIMENSION_SQL, enrich_events, rebuild_decision_dates
 from assets.fraud.generator import checkout_event, generate_changes, generate_events, make_buyers, produce
+from assets.fraud.live import LiveDecisionWriter
 from assets.fraud.rules import load_rules
-from assets.fraud.serving import LATEST_FEATURES_SQL, BuyerFeatureLookup
-from assets.kafka_ingest import MESSAGE_SCHEMA
+from assets.fraud.serving import BuyerFeatureLookup, latest_features
+from assets.streaming import MESSAGE_SCHEMA, Batch
 from bench.common import ROOT, free_port, kafka_broker, peak_rss_mib, pin_to_one_core, report, stop_dagster_dev
-from resources import KafkaResource, LakeResource
+from resources import KafkaResource, LakeResource, WarehouseResource
 from resources.warehouse import engine
 
 VERSIONS_PER_BUYER = 4
@@ -126,6 +141,9 @@ def enrichment(events: int, dimension_rows: int):
     export_s, silver = _best_of(
         3, lambda: conn.execute("SELECT * FROM silver ORDER BY occurred_at, event_id").to_arrow_table()
     )
+    # One row per buyer version with its SCD1 data: computed once per dimension version (the live run
+    # keeps it while the dimensions do not change), not per enrichment.
+    versions = conn.execute(DIMENSION_SQL).to_arrow_table()
     rows = []
     for label, work in (
         ("ASOF JOIN alone (count of matched versions)", lambda: conn.execute(ASOF_ONLY_SQL).fetchall()),
@@ -139,7 +157,7 @@ def enrichment(events: int, dimension_rows: int):
         ),
         (
             "production enrichment (enrich_events: decision rows, all columns + SCD1 + rules), to Arrow",
-            lambda: enrich_events(conn, silver, "bench"),
+            lambda: enrich_events(conn, silver, versions, "bench"),
         ),
     ):
         timings, result = _best_of(5, work)
@@ -163,67 +181,92 @@ def enrichment(events: int, dimension_rows: int):
     return rows, conn, decision
 
 
-def partition_build(events: int) -> dict:
-    """Seconds for one decision partition built from `events` bronze messages (parse, validate, dedup,
-    quarantine, enrich), with a real SCD2 dimension of 5,000 buyers."""
+def _bronze(messages, start_offset: int = 0, now: dt.datetime | None = None) -> pa.Table:
+    values = [v for _, v, *_ in messages]
+    table = pa.table(
+        {
+            "topic": ["t"] * len(values),
+            "partition": [0] * len(values),
+            "offset": list(range(start_offset, start_offset + len(values))),
+            "kafka_timestamp": [now or dt.datetime.now(dt.UTC)] * len(values),
+            "key": [None] * len(values),
+            "payload": values,
+        },
+        schema=MESSAGE_SCHEMA,
+    )
+    return table
+
+
+def partition_build(events: int, batch_events: int = 5000, batches: int = 5) -> list[dict]:
+    """Seconds for one decision date built from `events` bronze messages (parse, validate, dedup,
+    quarantine, enrich, replace in the Delta tables), with a real SCD2 dimension of 5,000 buyers; then
+    the live writer's seconds per `batch_events` micro-batch into an empty date and into that full date."""
     day = dt.datetime(2026, 3, 2, tzinfo=dt.UTC)
     buyers = make_buyers(5000, seed=2)
+    rows = []
     with tempfile.TemporaryDirectory(prefix="bench-fraud-") as root:
-        lake = LakeResource(root=root)
+        lake = LakeResource(root=f"{root}/lake")
+        warehouse = WarehouseResource(database=f"{root}/warehouse.duckdb")
         now = dt.datetime.now(dt.UTC)
         from assets.fraud.dimensions import build_dimensions  # the production dimension build
         from resources import PseudonymizerResource
 
-        def bronze(messages, dataset):
-            values = [v for _, v, *_ in messages]
-            table = pa.table(
-                {
-                    "topic": ["t"] * len(values),
-                    "partition": [0] * len(values),
-                    "offset": list(range(len(values))),
-                    "kafka_timestamp": [now] * len(values),
-                    "key": [None] * len(values),
-                    "payload": values,
-                },
-                schema=MESSAGE_SCHEMA,
-            )
-            field = "changed_at" if "changes" in dataset else "occurred_at"
-            dated = partition_dates_by(field)(table)
-            lake.write_parquet(dated, dataset, "event_date=x", "data.parquet")
-
-        bronze(generate_changes(buyers, start=day, span=dt.timedelta(hours=20), seed=2), "bronze/fraud_buyer_changes")
+        changes = _bronze(generate_changes(buyers, start=day - dt.timedelta(days=2), span=dt.timedelta(hours=20)))
+        lake.append(BRONZE_CHANGES, partition_dates_by("changed_at")(changes))
         dims = build_dimensions(lake, PseudonymizerResource(key="bench"))
-        lake.write_parquet(dims.scd2, "silver/fraud_buyer_scd2", "data.parquet")
-        lake.write_parquet(dims.scd1, "silver/fraud_buyer_scd1", "data.parquet")
-        bronze(
-            generate_events(events, buyers, start=day, span=dt.timedelta(hours=20), seed=2, now=now),
-            "bronze/fraud_checkout_risk_events",
-        )
-        shutil.move(
-            lake.path("bronze/fraud_checkout_risk_events/event_date=x"),
-            lake.path(f"bronze/fraud_checkout_risk_events/event_date={day.date()}"),
-        )
+        for table, built in ((SCD1, dims.scd1), (SCD2, dims.scd2)):
+            replace_table(lake, table, built)
+        messages = list(generate_events(events, buyers, start=day, span=dt.timedelta(hours=20), seed=2, now=now))
+        lake.append(BRONZE_EVENTS, partition_dates_by("occurred_at")(_bronze(messages, now=now)))
         started = time.perf_counter()
-        build = build_decision_partition(lake, load_rules(), day.date().isoformat())
+        build = rebuild_decision_dates(lake, load_rules(), [day.date().isoformat()])[day.date().isoformat()]
         seconds = time.perf_counter() - started
-    return {
-        "step": f"decision partition from bronze, {events:,} messages",
-        "seconds": seconds,
-        "rows_per_s": events / seconds,
-        "note": f"{build.decision.num_rows:,} decisions, {build.duplicates:,} duplicates, "
-        f"{build.quarantine.num_rows:,} quarantined; SCD2 {dims.scd2.num_rows:,} rows",
-    }
+        rows.append(
+            {
+                "step": f"decision date rebuilt from bronze (Delta replace), {events:,} messages",
+                "seconds": seconds,
+                "rows_per_s": events / seconds,
+                "note": f"{build.decision.num_rows:,} decisions, {build.duplicates:,} duplicates, "
+                f"{build.quarantine.num_rows:,} quarantined; SCD2 {dims.scd2.num_rows:,} rows",
+            }
+        )
+        offset = events
+        for label, start in (("an empty date", day + dt.timedelta(days=1)), (f"a date of {events:,}", day)):
+            writer = LiveDecisionWriter(lake, warehouse, load_rules())
+            timings = []
+            for b in range(batches + 1):
+                batch_messages = generate_events(
+                    batch_events, buyers, start=start, span=dt.timedelta(hours=20), seed=100 + b + offset, now=now
+                )
+                routed = partition_dates_by("occurred_at")(_bronze(list(batch_messages), offset, now))
+                batch = Batch("t", {0: (offset, offset + batch_events - 1)}, routed)
+                lake.append(BRONZE_EVENTS, routed, tokens={"t/0": offset + batch_events - 1})
+                offset += batch_events
+                started = time.perf_counter()
+                writer(batch)
+                if b:  # the first batch of a run loads the held state: reported apart
+                    timings.append(time.perf_counter() - started)
+                else:
+                    first_s = time.perf_counter() - started
+            rows.append(
+                {
+                    "step": f"live micro-batch of {batch_events:,} into {label}, median of {batches}",
+                    "seconds": statistics.median(timings),
+                    "rows_per_s": batch_events / statistics.median(timings),
+                    "note": f"first batch of the run (loads held ids, feature window, dimensions): {first_s:.2f} s",
+                }
+            )
+    return rows
 
 
 def lookups(conn, decision: pa.Table, count: int = 200_000) -> list[dict]:
     """Latency of the serving lookup over the serving table built from the enriched events."""
-    conn.register("decision", decision)
-    table = conn.execute(LATEST_FEATURES_SQL, {"as_of": dt.datetime(2026, 7, 1, tzinfo=dt.UTC)}).to_arrow_table()
+    scd2 = conn.execute("SELECT * FROM scd2").to_arrow_table()
+    table = latest_features(decision, scd2, dt.datetime(2026, 7, 1, tzinfo=dt.UTC))
     with tempfile.TemporaryDirectory(prefix="bench-serving-") as root:
-        path = Path(root) / "gold" / "fraud_buyer_latest_features" / "data.parquet"
-        path.parent.mkdir(parents=True)
-        pq.write_table(table, path)
-        lookup = BuyerFeatureLookup(root)
+        lake = LakeResource(root=root)
+        lake.append(LATEST_FEATURES, table)
+        lookup = BuyerFeatureLookup(lake)
         started = time.perf_counter()
         lookup.get("warm-up")
         load_s = time.perf_counter() - started
@@ -302,10 +345,10 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
                 CHANGES_TOPIC,
                 generate_changes(buyers, start=now - dt.timedelta(hours=1), span=dt.timedelta(minutes=30), seed=4),
             )
-            _wait(lambda: lake.path("silver/fraud_buyer_scd2/data.parquet").stat(), 180, "the buyer dimensions")
+            _wait(lambda: _require(lake.table(SCD2)), 180, "the buyer dimensions")
             today = dt.datetime.now(dt.UTC).date().isoformat()
             # The changes re-enrich the dates they touch (today included) in date runs: wait for those.
-            _wait(lambda: lake.path(DECISION_EVENTS, f"event_date={today}", "data.parquet").stat(), 300, "date runs")
+            _wait(lambda: _require(today in lake.count_by_date(DECISION_EVENTS, [today])), 300, "date runs")
             _wait(lambda: _no_active_runs(port), 300, "the dimension-triggered runs")  # measure the steady state
             rng, producer = random.Random(5), kafka.producer(acks="all", linger_ms=0)
 
@@ -369,28 +412,32 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
     ]
 
 
+def _require(value) -> None:
+    if not value:
+        raise RuntimeError("not yet")
+
+
 def _quarantined_ids(lake: LakeResource) -> set[str]:
     ids = set()
-    for path in lake.files(QUARANTINE_EVENTS, pattern="*/*.parquet"):
-        for payload in pq.read_table(path, columns=["payload"])["payload"].to_pylist():
-            try:
-                ids.add(json.loads(payload)["event_id"])
-            except (ValueError, KeyError, TypeError):
-                continue
+    if lake.table(QUARANTINE_EVENTS) is None:
+        return ids
+    for payload in lake.scan(QUARANTINE_EVENTS, columns=["payload"])["payload"].to_pylist():
+        try:
+            ids.add(json.loads(payload)["event_id"])
+        except (ValueError, KeyError, TypeError):
+            continue
     return ids
 
 
 def _scan(lake: LakeResource, produced: dict[str, float], seen: dict[str, float]) -> None:
     """Record the first moment each produced event id is readable in the decision dataset."""
-    for path in lake.files(DECISION_EVENTS, pattern="*/*.parquet"):
-        try:
-            ids = pq.read_table(path, columns=["event_id"])["event_id"].to_pylist()
-        except (OSError, pa.ArrowInvalid):
-            continue  # replaced while being read: read it on the next pass
-        now = time.time()
-        for event_id in ids:
-            if event_id in produced and event_id not in seen:
-                seen[event_id] = now
+    if lake.table(DECISION_EVENTS) is None:
+        return
+    ids = lake.scan(DECISION_EVENTS, columns=["event_id"])["event_id"].to_pylist()
+    now = time.time()
+    for event_id in ids:
+        if event_id in produced and event_id not in seen:
+            seen[event_id] = now
 
 
 def _no_active_runs(port: int) -> None:
@@ -489,7 +536,7 @@ def main() -> None:
     rows, conn, decision = enrichment(args.events, args.dimension_rows)
     rows += lookups(conn, decision)
     conn.close()
-    rows.append(partition_build(args.partition_events))
+    rows += partition_build(args.partition_events)
     rows.append({"step": "peak memory (MiB)", "seconds": None, "note": f"{peak_rss_mib():.0f}"})
     report(
         "fraud",

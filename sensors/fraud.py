@@ -1,9 +1,9 @@
 """Fraud automation. Live path: the Kafka sensor starts an ingest run that follows the checkout events
-topic for two minutes; each micro-batch is committed to bronze and its dates' silver, quarantine and
-decision partitions and the serving table are rebuilt in that same run (see assets/fraud/bronze.py). The
+topic for two minutes; each micro-batch is appended to bronze, quarantine, decisions and silver and the
+serving table is updated for its buyers, in that same run (assets/fraud/bronze.py and live.py). The
 sensor launches the successor run before the current one stops, so a run's start-up never sits between
 an event and its decision row. Buyer changes rebuild the dimensions and then every decision date they
-can alter."""
+can alter (each date rebuilt from bronze and replaced in one commit per table)."""
 
 import dagster as dg
 
@@ -14,8 +14,8 @@ from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
 fraud_live_job = dg.define_asset_job(
     "fraud_live_job",
     selection=dg.AssetSelection.assets("bronze_fraud_risk_events"),
-    description="Follow the checkout risk events topic: each micro-batch into bronze (offsets committed once it "
-    "is durable), then the touched dates of silver, quarantine and the decision dataset, and the serving table.",
+    description="Follow the checkout risk events topic: each micro-batch into bronze, quarantine, the decision "
+    "dataset and silver (offsets committed once it is durable in all), and its buyers into the serving table.",
     tags=STREAMING_TAGS,
 )
 

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import dagster as dg
 import duckdb
+import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from dagster._core.definitions.assets.graph.asset_graph import AssetGraph
 from dagster._core.definitions.data_version import CachingStaleStatusResolver, StaleStatus
 from dagster._core.loader import LoadingContextForTest
 
-from assets.fraud import bronze, decision, dimensions, serving
+from assets.fraud import bronze, decision, dimensions, live, serving
 from assets.fraud.common import (
     BRONZE_EVENTS,
     CHANGES_GROUP,
@@ -47,7 +49,9 @@ from assets.fraud.generator import (
 )
 from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
 from assets.fraud.serving import build_latest_features
+from assets.streaming import BRONZE_SCHEMA, Batch
 from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
+from resources.warehouse import load_delta
 from sensors.fraud import fraud_changes_kafka_sensor, fraud_dimension_dates_sensor, fraud_events_kafka_sensor
 
 NOON = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
@@ -117,11 +121,12 @@ def run_date(instance, resources, date, decision_asset=fraud_decision_partition)
     )
 
 
-def query(lake: LakeResource, dataset: str, sql: str, params=None):
-    files = [str(p) for p in sorted(lake.path(dataset).rglob("*.parquet"))]
+def query(lake: LakeResource, table: str, sql: str, params=None):
+    """`sql` over the lake table `table` (as `t`), read the way analysts read it: DuckDB's delta_scan."""
     conn = duckdb.connect()
     conn.execute("SET TimeZone = 'UTC'")
-    conn.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet({files!r}, hive_partitioning=false)")
+    load_delta(conn)
+    conn.execute(f"CREATE VIEW t AS SELECT * FROM delta_scan('{lake.uri(table)}')")
     return conn.execute(sql, params or []).fetchall()
 
 
@@ -362,7 +367,7 @@ def test_crash_during_ingest_loses_and_duplicates_nothing(kafka_broker, tmp_path
         patched.setattr(KafkaResource, "commit", crash)
         with pytest.raises(Exception, match="injected"):
             run_live(instance, resources, request)
-    written = sorted(p.name for p in lake.path(BRONZE_EVENTS).rglob("*.parquet"))
+    written = lake.count_by_date(BRONZE_EVENTS)
     assert written  # durable, but not acknowledged
     late = list(
         generate_events(
@@ -378,8 +383,13 @@ def test_crash_during_ingest_loses_and_duplicates_nothing(kafka_broker, tmp_path
     produce(kafka, EVENTS_TOPIC, late)
 
     run_pipeline(instance, resources)
-    assert sorted(p.name for p in lake.path(BRONZE_EVENTS).rglob("*.parquet")) == written  # same range rewritten
+    assert lake.count_by_date(BRONZE_EVENTS) == written  # the same range, recognised by its tokens
+    # The crashed run ran before the first buyer changes were ingested: its events were quarantined as
+    # unknown buyers, and the dimension build asks for their dates to be rebuilt (as the daemon would).
+    for request in tick(fraud_dimension_dates_sensor, instance, resources).run_requests:
+        run_date(instance, resources, request.partition_key)
     assert query(lake, DECISION_EVENTS, "SELECT count(*), count(DISTINCT event_id) FROM t") == [(60, 60)]
+    assert query(lake, QUARANTINE_EVENTS, "SELECT count(*) FROM t") == [(0,)]
     run_pipeline(instance, resources)  # the next tick takes what arrived after the crash
     ids = {json.loads(v)["event_id"] for _, v, _ in [*events, *late]}
     assert {r for (r,) in query(lake, DECISION_EVENTS, "SELECT event_id FROM t")} == ids
@@ -447,55 +457,88 @@ def test_live_run_follows_the_topic_and_refreshes_decisions_per_micro_batch(kafk
     assert stale_status(instance, build_decision_asset(tmp_path / "markets.yaml"), key, DAY) == StaleStatus.STALE
 
 
-def test_a_crash_after_the_commit_before_the_rebuild_is_repaired_by_the_next_batch(kafka_broker, tmp_path, monkeypatch):
+def test_a_crash_between_tables_is_recovered_by_the_tokens(kafka_broker, tmp_path, monkeypatch):
+    """Quarantine and decisions appended, silver not, Kafka not acknowledged: the next run reads the same
+    range again and appends only what is missing."""
     resources = make_resources(kafka_broker, tmp_path)
     lake, kafka, instance = resources["lake"], resources["kafka"], dg.DagsterInstance.ephemeral()
     buyers = make_buyers(5, seed=14)
     produce(kafka, CHANGES_TOPIC, generate_changes(buyers, start=NOON - dt.timedelta(hours=2), span=dt.timedelta(0)))
     run_pipeline(instance, resources)
     events = list(
-        generate_events(30, buyers, start=NOON, span=dt.timedelta(hours=1), seed=15, repeat_rate=0, irregular_rate=0)
+        generate_events(30, buyers, start=NOON, span=dt.timedelta(hours=1), seed=15, repeat_rate=0.1, irregular_rate=0)
     )
     produce(kafka, EVENTS_TOPIC, events)
     request = tick(fraud_events_kafka_sensor, instance, resources).run_requests[0]
+    original = LakeResource.append
 
-    def crash(*_args, **_kwargs):
-        raise OSError("injected: the process dies after the commit, before the decision rebuild")
+    def append(self, name, rows, *, tokens=None):
+        if name == SILVER_EVENTS:
+            raise OSError("injected: the process dies before the silver append")
+        return original(self, name, rows, tokens=tokens)
 
     with monkeypatch.context() as patched:
-        patched.setattr(bronze, "write_decision_partition", crash)
+        patched.setattr(LakeResource, "append", append)
         with pytest.raises(Exception, match="injected"):
             run_live(instance, resources, request)
     pending = kafka.pending_offsets(kafka.topic(EVENTS_TOPIC), kafka.group(EVENTS_GROUP))
-    assert all(start == end for start, end in pending.values())  # acknowledged: bronze is durable
-    assert not lake.path(DECISION_EVENTS).exists()
-    assert lake.list_keys(BRONZE_EVENTS, bronze.DIRTY, suffix="") == [DAY]
+    assert any(start < end for start, end in pending.values())  # not acknowledged
+    assert lake.table(SILVER_EVENTS) is None
+    decided = query(lake, DECISION_EVENTS, "SELECT count(*) FROM t")
 
-    # The next live run has nothing to ingest, yet rebuilds the date the crashed run left marked.
-    assert run_live(instance, resources, request) == [DAY]
-    assert query(lake, DECISION_EVENTS, "SELECT count(*), count(DISTINCT event_id) FROM t") == [(30, 30)]
-    assert lake.list_keys(BRONZE_EVENTS, bronze.DIRTY, suffix="") == []
+    # The next run re-reads the range: the tokens skip quarantine and decisions, silver gets its rows.
+    run_pipeline(instance, resources)
+    ids = {json.loads(v)["event_id"] for _, v, _ in events}
+    assert query(lake, DECISION_EVENTS, "SELECT count(*) FROM t") == decided == [(len(ids),)]
+    assert {r for (r,) in query(lake, SILVER_EVENTS, "SELECT event_id FROM t")} == ids
+    assert query(lake, SILVER_EVENTS, "SELECT count(*) FROM t") == [(len(ids),)]
+    assert query(lake, LATEST_FEATURES, "SELECT sum(prior_events_7d) FROM t") == [(len(ids),)]
+    pending = kafka.pending_offsets(kafka.topic(EVENTS_TOPIC), kafka.group(EVENTS_GROUP))
+    assert all(start == end for start, end in pending.values())
 
 
-def test_a_rebuild_whose_inputs_changed_meanwhile_is_done_again(world, tmp_path, monkeypatch):
-    """The live run and a date run may rebuild one date at once: the one that read older bronze redoes it."""
+def test_a_rebuild_that_a_live_batch_overtakes_is_done_again(world, tmp_path, monkeypatch):
+    """The live run and a date run may write one date at once: the rebuild computed from the older version
+    conflicts on commit and is done again; the result holds the batch exactly once."""
     shutil.copytree(world["resources"]["lake"].root, tmp_path / "lake")
     lake = LakeResource(root=str(tmp_path / "lake"))
-    expected = query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()])
-    late = lake.files(BRONZE_EVENTS, f"event_date={DAY}")[-1]
-    held = late.rename(tmp_path / late.name)  # lands while the first rebuild runs
-    builds, original = [], decision.build_decision_partition
+    warehouse = WarehouseResource(database=str(tmp_path / "warehouse.duckdb"))
+    before = {r for (r,) in query(lake, DECISION_EVENTS, "SELECT event_id FROM t WHERE event_date = ?", [NOON.date()])}
+    # A new checkout of the date, as the next Kafka record of a partition that already has rows of it.
+    bronze_rows = lake.scan(BRONZE_EVENTS, [DAY], schema=BRONZE_SCHEMA)
+    (template,) = query(
+        lake, DECISION_EVENTS, 'SELECT "partition", "offset" FROM t WHERE event_date = ? LIMIT 1', [DAY]
+    )
+    partition = template[0]
+    row = bronze_rows.filter(
+        pc.and_(pc.equal(bronze_rows["partition"], partition), pc.equal(bronze_rows["offset"], template[1]))
+    )
+    new_event = dict(json.loads(row["payload"][0].as_py()), event_id=str(uuid.uuid4()))
+    topic = row["topic"][0].as_py()
+    last = lake.token(BRONZE_EVENTS, f"{topic}/{partition}")
+    late = row.set_column(row.schema.get_field_index("offset"), "offset", pa.array([last + 1], pa.int64()))
+    payload = pa.array([json.dumps(new_event).encode()], pa.binary())
+    late = late.set_column(late.schema.get_field_index("payload"), "payload", payload)
+    batch = Batch(topic, {partition: (last + 1, last + 1)}, late)
+    builds, original = [], decision.build_decisions
 
-    def build(*args):
-        builds.append(original(*args))
-        if len(builds) == 1:
-            held.rename(late)
+    def build(*args, **kwargs):
+        builds.append(original(*args, **kwargs))
+        if len(builds) == 1:  # the live run's batch lands while the rebuild computes
+            lake.append(BRONZE_EVENTS, late, tokens={f"{topic}/{partition}": last + 1})
+            live.LiveDecisionWriter(lake, warehouse, decision.LOADED_RULES)(batch)
         return builds[-1]
 
-    monkeypatch.setattr(decision, "build_decision_partition", build)
-    decision.write_decision_partition(lake, decision.LOADED_RULES, DAY)
-    assert len(builds) == 2 and builds[0].bronze_rows < builds[1].bronze_rows
-    assert query(lake, DECISION_EVENTS, "SELECT * FROM t WHERE event_date = ? ORDER BY ALL", [NOON.date()]) == expected
+    monkeypatch.setattr(decision, "build_decisions", build)
+    decision.rebuild_decision_dates(lake, decision.LOADED_RULES, [DAY])
+    assert len(builds) == 2 and builds[0].bronze_rows + 1 == builds[1].bronze_rows
+    after = query(lake, DECISION_EVENTS, "SELECT event_id FROM t WHERE event_date = ?", [NOON.date()])
+    assert sorted(r for (r,) in after) == sorted(before | {new_event["event_id"]})
+    # The live run does not append the covered batch again (its tokens are in the rebuild's commits).
+    live.LiveDecisionWriter(lake, warehouse, decision.LOADED_RULES)(batch)
+    assert query(lake, DECISION_EVENTS, "SELECT count(*) FROM t WHERE event_date = ?", [NOON.date()]) == [
+        (len(before) + 1,)
+    ]
 
 
 def test_serving_table_before_any_buyer_change_is_empty_not_an_error(tmp_path):

@@ -1,4 +1,5 @@
-"""Names and parsing shared by the fraud assets: topics, datasets, and each message's date partition."""
+"""Names and parsing shared by the fraud assets: topics, Delta tables (each partitioned by `event_date`),
+the streams, and each message's date partition."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from collections.abc import Callable
 
 import dagster as dg
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from assets.kafka_ingest import BRONZE_SCHEMA
+from assets.streaming import BRONZE_SCHEMA, Stream
+from resources import LakeResource
 from resources.warehouse import engine
 
 EVENTS_TOPIC = "fraud.checkout_risk_events"
@@ -26,7 +29,8 @@ QUARANTINE_CHANGES = "quarantine/fraud_buyer_changes"
 LATEST_FEATURES = "gold/fraud_buyer_latest_features"
 
 # Date runs (backfills, dimension changes) rewrite decision dates and the serving table one at a time. The
-# live ingest run stays out of the pool (it would hold it for minutes); see write_decision_partition.
+# live ingest run stays out of the pool (it would hold it for minutes): concurrent writers are resolved by
+# the tables' commits (see rebuild_decision_dates).
 DECISION_WRITER_POOL = "fraud_decision_writer"
 
 # The first day an event or change may carry, and how far its own clock may run ahead of the broker's:
@@ -64,11 +68,23 @@ def partition_dates_by(field: str) -> Callable[[pa.Table], pa.Table]:
     return with_partition_dates
 
 
-def bronze_view_sql(files: list[str]) -> str:
-    if files:
-        return f"SELECT * FROM read_parquet({files!r}, hive_partitioning=false)"
-    return (
-        'SELECT NULL::VARCHAR topic, NULL::INT "partition", NULL::BIGINT "offset", '
-        "NULL::TIMESTAMPTZ kafka_timestamp, "
-        'NULL::BLOB "key", NULL::BLOB payload, NULL::DATE event_date WHERE false'
-    )
+EVENTS_STREAM = Stream(
+    topic=EVENTS_TOPIC, group_id=EVENTS_GROUP, bronze_table=BRONZE_EVENTS, route=partition_dates_by("occurred_at")
+)
+CHANGES_STREAM = Stream(
+    topic=CHANGES_TOPIC, group_id=CHANGES_GROUP, bronze_table=BRONZE_CHANGES, route=partition_dates_by("changed_at")
+)
+
+
+def table_version(lake: LakeResource, name: str) -> int | None:
+    """The current version of lake table `name` (None before its first commit)."""
+    table = lake.table(name)
+    return table.version() if table is not None else None
+
+
+def replace_table(lake: LakeResource, name: str, rows: pa.Table, version: int | None = None) -> None:
+    """Make lake table `name` hold exactly `rows`, in one commit (every date partition it held is replaced).
+    For the tables that are rebuilt whole (the dimensions, the serving table)."""
+    held = set(lake.count_by_date(name))
+    new = {d.isoformat() for d in pc.unique(rows["event_date"]).to_pylist() if d is not None}
+    lake.replace_dates(name, rows, sorted(held | new), version=version)

@@ -1,7 +1,16 @@
 """Silver checkout risk events (validated against the market rules, deduplicated), their quarantine, and
 the decision dataset: every event exactly once, enriched with the buyer's SCD type 2 risk attributes as
-they were when the event occurred (an as-of join) and the current SCD type 1 attributes."""
+they were when the event occurred (an as-of join) and the current SCD type 1 attributes.
 
+One transformation (`build_decisions`), two ways in, one result, each a Delta table partitioned by the
+event's date:
+- the live stream: each micro-batch's events, checked against the event ids the tables already hold,
+  appended (O(batch); `assets/fraud/live.py`);
+- a materialization or backfill of a date (`rebuild_decision_dates`): the date rebuilt from bronze and the
+  current dimensions, replaced in one commit per table (the daily close, a rule change, a dimension change).
+"""
+
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +20,8 @@ import numpy as np
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
+import pyarrow.compute as pc
+from deltalake import DeltaTable
 from pandera.typing import Series
 
 from assets.fraud.common import (
@@ -21,13 +32,16 @@ from assets.fraud.common import (
     SCD1,
     SCD2,
     SILVER_EVENTS,
-    bronze_view_sql,
     fraud_daily_partitions,
     sound_time_sql,
+    table_version,
 )
+from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
 from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
 from assets.pandera_checks import table_schema, validate_schema
+from assets.streaming import BRONZE_SCHEMA, date_token
 from resources import LakeResource
+from resources.lake import CommitFailedError
 from resources.warehouse import engine
 
 # Bumped by hand when the SQL below changes meaning; the rules file's hash is appended automatically.
@@ -89,11 +103,65 @@ SILVER_COLUMNS = (
     'topic, "partition", "offset", kafka_timestamp'
 )
 
-# A retried or re-sent event is the same event id: its first delivery is the event.
+# A retried or re-sent event is the same event id: its first delivery (of the date) is the event.
 SILVER_SQL = f"""
 SELECT {SILVER_COLUMNS} FROM checked WHERE reason IS NULL
-QUALIFY row_number() OVER (PARTITION BY event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+QUALIFY row_number() OVER (PARTITION BY event_date, event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
 """
+
+_TS = pa_arrow.timestamp("us", tz="UTC")
+# Storage types, fixed so that the live path and a rebuild write the same schema.
+SILVER_SCHEMA = pa_arrow.schema(
+    [
+        ("event_id", pa_arrow.string()),
+        ("delivery_id", pa_arrow.string()),
+        ("occurred_at", _TS),
+        ("event_date", pa_arrow.date32()),
+        ("market", pa_arrow.string()),
+        ("buyer_id", pa_arrow.string()),
+        ("merchant_id", pa_arrow.string()),
+        ("order_id", pa_arrow.string()),
+        ("order_amount", pa_arrow.float64()),
+        ("currency", pa_arrow.string()),
+        ("payment_method", pa_arrow.string()),
+        ("payment_terms_days", pa_arrow.int32()),
+        ("line_items", pa_arrow.int32()),
+        ("channel", pa_arrow.string()),
+        ("topic", pa_arrow.string()),
+        ("partition", pa_arrow.int32()),
+        ("offset", pa_arrow.int64()),
+        ("kafka_timestamp", _TS),
+    ]
+)
+DECISION_SCHEMA = pa_arrow.schema(
+    list(SILVER_SCHEMA)
+    + [
+        ("buyer_version", pa_arrow.int64()),
+        ("buyer_version_valid_from", _TS),
+        ("credit_rating", pa_arrow.string()),
+        ("total_cost", pa_arrow.float64()),
+        ("risk_score", pa_arrow.int32()),
+        ("risk_level", pa_arrow.string()),
+        ("approval_status", pa_arrow.string()),
+        ("market_risk_level", pa_arrow.string()),
+        ("buyer_name_pseudonym", pa_arrow.string()),
+        ("buyer_email_pseudonym", pa_arrow.string()),
+        ("buyer_contact_person_pseudonym", pa_arrow.string()),
+        ("buyer_address_pseudonym", pa_arrow.string()),
+        ("rules_version", pa_arrow.string()),
+    ]
+)
+QUARANTINE_SCHEMA = pa_arrow.schema(
+    [
+        ("topic", pa_arrow.string()),
+        ("partition", pa_arrow.int32()),
+        ("offset", pa_arrow.int64()),
+        ("kafka_timestamp", _TS),
+        ("payload", pa_arrow.binary()),
+        ("reason", pa_arrow.string()),
+        ("event_date", pa_arrow.date32()),
+    ]
+)
 
 # The enrichment is a late materialization: DuckDB's ASOF join matches each silver row (by its position)
 # to a dimension row on the narrow keys only, and the decision rows are then gathered from the silver table
@@ -136,12 +204,12 @@ ORDER BY "partition", "offset"
 
 
 def enrich_events(
-    conn: duckdb.DuckDBPyConnection, silver: pa_arrow.Table, rules_version: str
+    conn: duckdb.DuckDBPyConnection, silver: pa_arrow.Table, versions: pa_arrow.Table, rules_version: str
 ) -> tuple[pa_arrow.Table, pa_arrow.Table]:
     """The decision rows of `silver` (its rows, in its order, with the buyer version valid at each event's
     time, the market's risk level, the current SCD1 pseudonyms and `rules_version`), and the silver rows
-    of buyers with no version at that time. `conn` holds tables scd2, scd1 and market_rules."""
-    versions = conn.execute(DIMENSION_SQL).to_arrow_table()
+    of buyers with no version at that time. `versions`: DIMENSION_SQL's rows (`Dimensions.versions`);
+    `conn` holds the table market_rules."""
     event_keys = silver.select(["buyer_id", "occurred_at", "market"])
     conn.register("event_keys", event_keys.append_column("pos", pa_arrow.array(np.arange(silver.num_rows))))
     version_keys = versions.select(["buyer_id", "valid_from", "risk_score"])
@@ -180,16 +248,31 @@ def enrich_events(
     return decision, silver.take(np.flatnonzero(version_row < 0))
 
 
-EMPTY_SCD2 = (
-    "SELECT NULL::VARCHAR buyer_id, NULL::BIGINT AS version, NULL::VARCHAR credit_rating, "
-    "NULL::DOUBLE total_cost, "
-    "NULL::INTEGER risk_score, NULL::VARCHAR risk_level, NULL::VARCHAR approval_status, "
-    "NULL::TIMESTAMPTZ valid_from WHERE false"
-)
-EMPTY_SCD1 = (
-    "SELECT NULL::VARCHAR buyer_id, NULL::VARCHAR name_pseudonym, NULL::VARCHAR email_pseudonym, "
-    "NULL::VARCHAR contact_person_pseudonym, NULL::VARCHAR address_pseudonym WHERE false"
-)
+@dataclass
+class Dimensions:
+    """The buyer dimensions as the enrichment reads them, with the table versions they were read at."""
+
+    versions: pa_arrow.Table  # DIMENSION_SQL: one row per buyer version
+    scd2: pa_arrow.Table
+    table_versions: tuple[int | None, int | None]  # (SCD2, SCD1)
+
+
+def dimension_versions(lake: LakeResource) -> tuple[int | None, int | None]:
+    return table_version(lake, SCD2), table_version(lake, SCD1)
+
+
+def load_dimensions(lake: LakeResource) -> Dimensions:
+    """Both buyer dimensions, current (empty before the first buyer change). O(dimension), not O(events)."""
+    while True:
+        before = dimension_versions(lake)
+        scd2, scd1 = lake.scan(SCD2, schema=SCD2_SCHEMA), lake.scan(SCD1, schema=SCD1_SCHEMA)
+        if dimension_versions(lake) == before:  # not torn between two dimension builds
+            break
+    with engine() as conn:
+        conn.register("scd2", scd2)
+        conn.register("scd1", scd1)
+        versions = conn.execute(DIMENSION_SQL + " ORDER BY buyer_id, valid_from").to_arrow_table()
+    return Dimensions(versions, scd2, before)
 
 
 class DecisionEvent(pa.DataFrameModel):
@@ -215,37 +298,143 @@ class DecisionEvent(pa.DataFrameModel):
 
 @dataclass
 class DecisionBuild:
+    """What a set of bronze messages adds to silver, quarantine and decisions (each with `partition` and
+    `event_date`), and the counts that account for every message."""
+
     silver: pa_arrow.Table
     quarantine: pa_arrow.Table
     decision: pa_arrow.Table
     bronze_rows: int
     duplicates: int
+    bronze_by_date: dict[str, int]
+    duplicates_by_date: dict[str, int]
+
+    def for_date(self, event_date: str) -> "DecisionBuild":
+        """This build's rows of one date."""
+
+        def of(table: pa_arrow.Table) -> pa_arrow.Table:
+            return table.filter(pc.equal(table["event_date"], pa_arrow.scalar(event_date).cast(pa_arrow.date32())))
+
+        return DecisionBuild(
+            of(self.silver),
+            of(self.quarantine),
+            of(self.decision),
+            self.bronze_by_date.get(event_date, 0),
+            self.duplicates_by_date.get(event_date, 0),
+            {event_date: self.bronze_by_date.get(event_date, 0)},
+            {event_date: self.duplicates_by_date.get(event_date, 0)},
+        )
 
 
-def _lake_table(lake: LakeResource, dataset: str, empty_sql: str) -> str:
-    files = [str(f) for f in lake.files(dataset)]
-    return f"SELECT * FROM read_parquet({files!r})" if files else empty_sql
-
-
-def build_decision_partition(lake: LakeResource, rules: MarketRules, event_date: str) -> DecisionBuild:
-    """Silver, quarantine and decision rows of one `event_date`, from that date's bronze files and the
-    current buyer dimensions."""
-    files = [str(f) for f in lake.files(BRONZE_EVENTS, f"event_date={event_date}")]
+def build_decisions(
+    bronze: pa_arrow.Table,
+    rules: MarketRules,
+    dimensions: Dimensions,
+    held: Callable[[pa_arrow.Table], np.ndarray] | None = None,
+) -> DecisionBuild:
+    """Silver, quarantine and decision rows of `bronze` messages (BRONZE_SCHEMA, offsets ascending per
+    partition) under `rules` and `dimensions`. An event counts once per date: its first delivery, unless
+    `held` (a mask over the first deliveries) says the tables already hold it (then it is a duplicate)."""
     with engine() as conn:
         for name, table in rules.tables().items():
             conn.register(name, table)
-        conn.execute(f"CREATE VIEW bronze AS {bronze_view_sql(files)}")
-        conn.execute(f"CREATE TEMP TABLE scd2 AS {_lake_table(lake, SCD2, EMPTY_SCD2)}")
-        conn.execute(f"CREATE TEMP TABLE scd1 AS {_lake_table(lake, SCD1, EMPTY_SCD1)}")
+        conn.register("bronze", bronze)
         conn.execute(f"CREATE TEMP TABLE checked AS {EVENTS_SQL}")
         silver = conn.execute(f"{SILVER_SQL} ORDER BY occurred_at, event_id").to_arrow_table()
-        decision, unknown_buyers = enrich_events(conn, silver, rules.content_hash)
+        if held is not None and silver.num_rows:
+            silver = silver.filter(pa_arrow.array(~held(silver)))
+        silver = silver.cast(SILVER_SCHEMA)
+        decision, unknown_buyers = enrich_events(conn, silver, dimensions.versions, rules.content_hash)
         conn.register("unknown_buyers", unknown_buyers.select(["topic", "partition", "offset"]))
-        quarantine = conn.execute(QUARANTINE_SQL).to_arrow_table()
-        bronze_rows, valid = conn.execute(
-            "SELECT count(*), count(*) FILTER (reason IS NULL) FROM checked"
-        ).fetchone() or (0, 0)
-    return DecisionBuild(silver, quarantine, decision, bronze_rows, duplicates=valid - silver.num_rows)
+        quarantine = conn.execute(QUARANTINE_SQL).to_arrow_table().cast(QUARANTINE_SCHEMA)
+        counts = conn.execute(
+            "SELECT strftime(event_date, '%Y-%m-%d'), count(*), count(*) FILTER (reason IS NULL) "
+            "FROM checked GROUP BY 1"
+        ).fetchall()
+    kept = count_by_date(silver)
+    bronze_by_date = {d: n for d, n, _ in counts}
+    duplicates_by_date = {d: valid - kept.get(d, 0) for d, _, valid in counts}
+    return DecisionBuild(
+        silver,
+        quarantine,
+        decision.cast(DECISION_SCHEMA),
+        bronze_rows=sum(bronze_by_date.values()),
+        duplicates=sum(duplicates_by_date.values()),
+        bronze_by_date=bronze_by_date,
+        duplicates_by_date=duplicates_by_date,
+    )
+
+
+def count_by_date(table: pa_arrow.Table) -> dict[str, int]:
+    counts = table["event_date"].value_counts().to_pylist() if table.num_rows else []
+    return {c["values"].isoformat(): c["counts"] for c in counts}
+
+
+# -- a date rebuilt from bronze: O(date), exact ----------------------------------------------------------------
+
+
+def bronze_date(lake: LakeResource, event_date: str) -> tuple[pa_arrow.Table, dict[str, int]]:
+    """The date's bronze rows (offsets ascending per partition) and the date tokens they cover, read from
+    one version of the bronze table: per Kafka partition, the last offset bronze holds (a batch is
+    appended to bronze whole, so every row of the date up to it is among the rows read)."""
+    current = lake.table(BRONZE_EVENTS)
+    if current is None:
+        return BRONZE_SCHEMA.empty_table(), {}
+    pinned = DeltaTable(lake.uri(BRONZE_EVENTS), version=current.version(), storage_options=lake.storage_options())
+    day = pa_arrow.scalar(event_date).cast(pa_arrow.date32())
+    rows = pinned.to_pyarrow_dataset().to_table(filter=pc.field("event_date") == day)
+    rows = rows.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    rows = rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
+    tokens = {}
+    for pair in rows.group_by(["topic", "partition"]).aggregate([]).to_pylist():
+        last = pinned.transaction_version(f"{pair['topic']}/{pair['partition']}")
+        if last is not None:
+            tokens[date_token(pair["topic"], pair["partition"], event_date)] = last
+    return rows, tokens
+
+
+def rebuild_decision_dates(
+    lake: LakeResource, rules: MarketRules, event_dates: list[str], log=None
+) -> dict[str, DecisionBuild]:
+    """Rebuild silver, quarantine and decisions of `event_dates` from bronze and the current dimensions,
+    replacing exactly those dates (one commit per table and date), and compact their bronze files.
+
+    The live run may append to a date while it is rebuilt here: each replace is computed from the table
+    version read at the start and fails if a batch landed in the date since (the rebuild then starts
+    over); it records the date tokens of everything it read from bronze, so a batch it covered is not
+    appended again afterwards. A rebuild during which the dimensions changed starts over too, so that a
+    result from older dimensions does not land over one from newer."""
+    builds = {}
+    for event_date in event_dates:
+        while True:
+            versions = {t: table_version(lake, t) for t in (QUARANTINE_EVENTS, DECISION_EVENTS, SILVER_EVENTS)}
+            bronze, tokens = bronze_date(lake, event_date)
+            dimensions = load_dimensions(lake)
+            build = build_decisions(bronze, rules, dimensions)
+            if dimension_versions(lake) != dimensions.table_versions:
+                if log:
+                    log.info(f"{event_date}: the buyer dimensions changed during the rebuild; rebuilding")
+                continue
+            try:
+                for table, rows in (
+                    (QUARANTINE_EVENTS, build.quarantine),
+                    (DECISION_EVENTS, build.decision),
+                    (SILVER_EVENTS, build.silver),
+                ):
+                    lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
+            except CommitFailedError as conflict:
+                if log:
+                    log.info(f"{event_date}: a live batch landed during the rebuild; rebuilding ({conflict})")
+                continue
+            break
+        lake.compact(BRONZE_EVENTS, [event_date])
+        builds[event_date] = build
+        if log:
+            log.info(
+                f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
+                f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
+            )
+    return builds
 
 
 QUARANTINE_RATE_THRESHOLD = 0.05
@@ -261,44 +450,6 @@ class CheckOutcome:
     metadata: dict
     blocking: bool
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
-
-
-def _inputs_stamp(lake: LakeResource, event_date: str) -> tuple:
-    """What a rebuild of `event_date` reads: the date's bronze files and the dimension files' versions."""
-    dimensions = [f for dataset in (SCD2, SCD1) for f in lake.files(dataset)]
-    return (
-        tuple(f.name for f in lake.files(BRONZE_EVENTS, f"event_date={event_date}")),
-        tuple((str(f), f.stat().st_mtime_ns) for f in dimensions),
-    )
-
-
-def write_decision_partition(lake: LakeResource, rules: MarketRules, event_date: str, log=None) -> DecisionBuild:
-    """Rebuild silver, quarantine and decisions of `event_date` from bronze and write them to the lake.
-
-    The live ingest run and date runs (backfills, dimension changes) may rebuild the same date at the
-    same time. A rebuild whose inputs changed while it ran (new bronze files of the date, new dimensions)
-    is thrown away and done again, so a result from older inputs does not land over one from newer
-    inputs (date runs also take turns among themselves: DECISION_WRITER_POOL)."""
-    for _ in range(5):
-        before = _inputs_stamp(lake, event_date)
-        build = build_decision_partition(lake, rules, event_date)
-        if _inputs_stamp(lake, event_date) == before:
-            break
-        if log:
-            log.info(f"{event_date}: inputs changed during the rebuild; rebuilding")
-    part = f"event_date={event_date}"
-    for dataset, table in (
-        (SILVER_EVENTS, build.silver),
-        (QUARANTINE_EVENTS, build.quarantine),
-        (DECISION_EVENTS, build.decision),
-    ):
-        lake.replace_dir({"data.parquet": table}, dataset, part)
-    if log:
-        log.info(
-            f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
-            f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
-        )
-    return build
 
 
 def quarantine_reasons(build: DecisionBuild) -> dict[str, int]:
@@ -320,10 +471,14 @@ def partition_metadata(build: DecisionBuild) -> dict[str, dict]:
     }
 
 
-def partition_checks(build: DecisionBuild) -> list[CheckOutcome]:
+def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int] | None = None) -> list[CheckOutcome]:
+    """The date's checks on a rebuilt date, or on what a live batch added to it (its accounting: every
+    message of the batch is a decision, a duplicate or quarantined). `quarantine_rate_over`: (quarantined,
+    messages) to rate instead of the build's own (a live run's running counts of the date)."""
     passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas())
     accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
-    rate = build.quarantine.num_rows / build.bronze_rows if build.bronze_rows else 0.0
+    quarantined, messages = quarantine_rate_over or (build.quarantine.num_rows, build.bronze_rows)
+    rate = quarantined / messages if messages else 0.0
     return [
         CheckOutcome("fraud_decision_events", "decision_schema_check", passed, schema_metadata, blocking=True),
         CheckOutcome(
@@ -365,7 +520,7 @@ def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
                 "silver_fraud_risk_events",
                 deps=["bronze_fraud_risk_events"],
                 group_name="fraud_silver",
-                kinds={"parquet", "duckdb"},
+                kinds={"deltalake", "duckdb"},
                 code_version=code_version,
                 metadata=rules_meta,
                 description=(
@@ -378,7 +533,7 @@ def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
                 "quarantine_fraud_risk_events",
                 deps=["bronze_fraud_risk_events", "fraud_buyer_scd2"],
                 group_name="fraud_silver",
-                kinds={"parquet"},
+                kinds={"deltalake"},
                 code_version=code_version,
                 metadata=rules_meta,
                 description=(
@@ -391,7 +546,7 @@ def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
                 "fraud_decision_events",
                 deps=["silver_fraud_risk_events", "fraud_buyer_scd2", "fraud_buyer_scd1"],
                 group_name="fraud_gold",
-                kinds={"parquet", "duckdb"},
+                kinds={"deltalake", "duckdb"},
                 code_version=code_version,
                 metadata={**rules_meta, "dagster/column_schema": table_schema(DecisionEvent)},
                 description=(
@@ -425,7 +580,8 @@ def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
         ],
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource):
-        build = write_decision_partition(lake, rules, context.partition_key, context.log)
+        """Rebuild the run's date from bronze and the current dimensions."""
+        build = rebuild_decision_dates(lake, rules, [context.partition_key], context.log)[context.partition_key]
         for asset_key, metadata in partition_metadata(build).items():
             yield dg.MaterializeResult(asset_key=asset_key, metadata=metadata)
         for check in partition_checks(build):

@@ -1,6 +1,7 @@
 """Buyer dimensions from the master-data change stream: SCD type 2 history of the risk attributes and
 SCD type 1 (current, pseudonymized) contact attributes. Rebuilt from every bronze change in event-time
-order, so a change that arrives late lands where it happened, never where it arrived."""
+order, so a change that arrives late lands where it happened, never where it arrived. Each is a Delta
+table replaced whole in one commit (partitioned by the date a version took effect, `event_date`)."""
 
 import datetime as dt
 from dataclasses import dataclass
@@ -13,14 +14,50 @@ from assets.fraud.common import (
     QUARANTINE_CHANGES,
     SCD1,
     SCD2,
-    bronze_view_sql,
+    replace_table,
     sound_time_sql,
 )
+from assets.streaming import BRONZE_SCHEMA, TOUCHED_DATES
 from resources import LakeResource, PseudonymizerResource
 from resources.warehouse import engine
 
 SCD2_ATTRIBUTES = ["credit_rating", "total_cost", "risk_score", "risk_level", "approval_status"]
 SCD1_ATTRIBUTES = ["name", "email", "contact_person", "address"]
+
+_TS = pa.timestamp("us", tz="UTC")
+# Storage types, fixed so that every rebuild (and an empty dimension) has the same schema.
+SCD2_SCHEMA = pa.schema(
+    [
+        ("buyer_id", pa.string()),
+        ("version", pa.int64()),
+        ("credit_rating", pa.string()),
+        ("total_cost", pa.float64()),
+        ("risk_score", pa.int32()),
+        ("risk_level", pa.string()),
+        ("approval_status", pa.string()),
+        ("valid_from", _TS),
+        ("valid_to", _TS),
+        ("is_current", pa.bool_()),
+        ("change_id", pa.string()),
+        ("event_date", pa.date32()),  # the date the version took effect: the table's partition
+    ]
+)
+SCD1_SCHEMA = pa.schema(
+    [("buyer_id", pa.string())]
+    + [(f"{a}_pseudonym", pa.string()) for a in SCD1_ATTRIBUTES]
+    + [("updated_at", _TS), ("event_date", pa.date32())]
+)
+CHANGES_QUARANTINE_SCHEMA = pa.schema(
+    [
+        ("topic", pa.string()),
+        ("partition", pa.int32()),
+        ("offset", pa.int64()),
+        ("kafka_timestamp", _TS),
+        ("payload", pa.binary()),
+        ("reason", pa.string()),
+        ("event_date", pa.date32()),
+    ]
+)
 
 CHANGES_SQL = f"""
 WITH decoded AS (
@@ -29,7 +66,7 @@ WITH decoded AS (
     SELECT *, CASE WHEN json_valid(body) AND json_type(body::JSON) = 'OBJECT' THEN body::JSON END AS doc
     FROM decoded
 ), typed AS (
-    SELECT topic, "partition", "offset", kafka_timestamp, payload, doc IS NULL AS broken,
+    SELECT topic, "partition", "offset", kafka_timestamp, payload, event_date, doc IS NULL AS broken,
         doc ->> '$.change_id' AS change_id,
         doc ->> '$.buyer_id' AS buyer_id,
         doc ->> '$.changed_at' AS changed_at_text,
@@ -85,13 +122,14 @@ WITH marked AS (
 SELECT buyer_id, row_number() OVER w AS version, {_ATTRS},
     changed_at AS valid_from, lead(changed_at) OVER w AS valid_to,
     lead(changed_at) OVER w IS NULL AS is_current,
-    change_id
+    change_id, changed_at::DATE AS event_date
 FROM versions WINDOW w AS (PARTITION BY buyer_id ORDER BY changed_at)
 ORDER BY buyer_id, valid_from
 """
 
 SCD1_SQL = f"""
-SELECT buyer_id, {", ".join(SCD1_ATTRIBUTES)}, changed_at AS updated_at FROM instants
+SELECT buyer_id, {", ".join(SCD1_ATTRIBUTES)}, changed_at AS updated_at, changed_at::DATE AS event_date
+FROM instants
 QUALIFY row_number() OVER (PARTITION BY buyer_id ORDER BY changed_at DESC) = 1
 ORDER BY buyer_id
 """
@@ -121,15 +159,15 @@ class DimensionBuild:
 
 def build_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -> DimensionBuild:
     """Both buyer dimensions and the quarantined changes, from every bronze change."""
-    files = [str(f) for f in lake.files(BRONZE_CHANGES, pattern="*/*.parquet")]
+    bronze = lake.scan(BRONZE_CHANGES, schema=BRONZE_SCHEMA)
     with engine() as conn:
-        conn.execute(f"CREATE VIEW bronze AS {bronze_view_sql(files)}")
+        conn.register("bronze", bronze)
         conn.execute(f"CREATE TEMP TABLE changes AS {CHANGES_SQL}")
         conn.execute(f"CREATE TEMP TABLE instants AS {INSTANTS_SQL}")
         scd2 = conn.execute(SCD2_SQL).to_arrow_table()
         scd1 = conn.execute(SCD1_SQL).to_arrow_table()
         quarantine = conn.execute(
-            'SELECT topic, "partition", "offset", kafka_timestamp, payload, reason FROM changes '
+            'SELECT topic, "partition", "offset", kafka_timestamp, payload, reason, event_date FROM changes '
             'WHERE reason IS NOT NULL ORDER BY "partition", "offset"'
         ).to_arrow_table()
         bronze_rows, valid_rows = conn.execute(
@@ -148,7 +186,15 @@ def build_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -
             f"{column}_pseudonym",
             pa.array(pseudonymizer.pseudonyms(scd1[column].to_pylist()), pa.string()),
         )
-    return DimensionBuild(scd2, scd1, quarantine, bronze_rows, valid_rows - kept, buyers, invariants)
+    return DimensionBuild(
+        scd2.cast(SCD2_SCHEMA),
+        scd1.select(SCD1_SCHEMA.names).cast(SCD1_SCHEMA),
+        quarantine.cast(CHANGES_QUARANTINE_SCHEMA),
+        bronze_rows,
+        valid_rows - kept,
+        buyers,
+        invariants,
+    )
 
 
 def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -> list[str]:
@@ -167,7 +213,7 @@ def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -
             "fraud_buyer_scd2",
             deps=["bronze_fraud_buyer_changes"],
             group_name="fraud_dimensions",
-            kinds={"parquet", "duckdb"},
+            kinds={"deltalake", "duckdb"},
             description=(
                 "Buyer risk history (SCD type 2): credit rating, total cost, risk score, risk level and "
                 "approval status, one row per version with valid_from (inclusive) and valid_to (exclusive, "
@@ -179,7 +225,7 @@ def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -
             "fraud_buyer_scd1",
             deps=["bronze_fraud_buyer_changes"],
             group_name="fraud_dimensions",
-            kinds={"parquet", "duckdb"},
+            kinds={"deltalake", "duckdb"},
             description=(
                 "Buyer contact data (SCD type 1): name, email, contact person and address, overwritten by "
                 "the latest change and stored only as keyed pseudonyms (HMAC), safe for analysts."
@@ -210,12 +256,12 @@ def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -
 def fraud_buyer_dimensions(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
     """Rebuild both buyer dimensions (and the change quarantine) from bronze."""
     build = build_dimensions(lake, pseudonymizer)
-    lake.write_parquet(build.scd2, SCD2, "data.parquet")
-    lake.write_parquet(build.scd1, SCD1, "data.parquet")
-    lake.write_parquet(build.quarantine, QUARANTINE_CHANGES, "data.parquet")
+    # SCD1 before SCD2: a decision rebuild that reads the new SCD2 version finds the SCD1 of the same change.
+    for table, rows in ((QUARANTINE_CHANGES, build.quarantine), (SCD1, build.scd1), (SCD2, build.scd2)):
+        replace_table(lake, table, rows)
     bronze = context.instance.get_latest_materialization_event(dg.AssetKey("bronze_fraud_buyer_changes"))
     entry = (
-        bronze.asset_materialization.metadata.get("event_dates") if bronze and bronze.asset_materialization else None
+        bronze.asset_materialization.metadata.get(TOUCHED_DATES) if bronze and bronze.asset_materialization else None
     )
     dates = affected_dates(list(entry.value) if entry else [], dt.datetime.now(dt.UTC).date())  # type: ignore[union-attr]
     yield dg.MaterializeResult(
@@ -226,7 +272,7 @@ def fraud_buyer_dimensions(context: dg.AssetExecutionContext, lake: LakeResource
             "quarantined_changes": build.quarantine.num_rows,
             "duplicate_changes": build.duplicates,
             # Read by fraud_dimension_dates_sensor: the decision dates these changes may alter.
-            "event_dates": dg.MetadataValue.json(dates),
+            TOUCHED_DATES: dg.MetadataValue.json(dates),
         },
     )
     yield dg.MaterializeResult(asset_key="fraud_buyer_scd1", metadata={"dagster/row_count": build.scd1.num_rows})
