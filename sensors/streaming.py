@@ -14,7 +14,7 @@ import time
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from assets.streaming import ACTIVE_RUN_STATUSES, TOUCHED_DATES
+from assets.streaming import ACTIVE_RUN_STATUSES, TOUCHED_DATES, IngestConfig
 from resources import KafkaResource
 
 # A following run's successor is launched this long before the run stops following, to cover the
@@ -31,8 +31,8 @@ def kafka_ingest_sensor(
     asset_name: str,
     follow_seconds: float = 0.0,
 ) -> dg.SensorDefinition:
-    """`follow_seconds` > 0 asks the run to keep following the topic that long (the asset's config
-    must accept it)."""
+    """`follow_seconds` > 0 asks the run to keep following the topic that long. The run's config is
+    typed: the streaming package's `IngestConfig` (the asset's config class or a subclass of it)."""
 
     @dg.sensor(
         name=name,
@@ -53,11 +53,11 @@ def kafka_ingest_sensor(
             started = run.start_time or run.create_timestamp.timestamp()
             if not follow_seconds or started + follow_seconds - time.time() > HANDOFF_SECONDS:
                 return dg.SkipReason(f"ingest run {run.dagster_run.run_id} is still in flight")
-            successor = {"until_offsets": {}, "follow_seconds": follow_seconds}
+            successor = IngestConfig(follow_seconds=follow_seconds)
             return dg.SensorResult(
                 run_requests=[
                     dg.RunRequest(
-                        run_config={"ops": {asset_name: {"config": successor}}},
+                        run_config=dg.RunConfig(ops={asset_name: successor}),
                         tags={"platform/topic": topic, "platform/successor_of": run.dagster_run.run_id},
                     )
                 ],
@@ -74,16 +74,14 @@ def kafka_ingest_sensor(
         return dg.SensorResult(
             run_requests=[
                 dg.RunRequest(
-                    run_config={
-                        "ops": {
-                            asset_name: {
-                                "config": {
-                                    "until_offsets": {str(p): e for p, (_, e) in pending.items()},
-                                    **({"follow_seconds": follow_seconds} if follow_seconds else {}),
-                                }
-                            }
+                    run_config=dg.RunConfig(
+                        ops={
+                            asset_name: IngestConfig(
+                                until_offsets={str(p): e for p, (_, e) in pending.items()},
+                                follow_seconds=follow_seconds,
+                            )
                         }
-                    },
+                    ),
                     tags={"platform/topic": topic, "platform/pending_records": str(records)},
                 )
             ],
