@@ -365,15 +365,33 @@ def _batch_report(batch: Batch, split: SilverRows) -> Report:
                 "quarantine_clickstream_events", partition=event_date, metadata={"rows_added": added["quarantine"]}
             ),
         ]
-        report.checks.append(
+        rate = added["quarantine"] / bronze_rows if bronze_rows else 0.0
+        reasons = split.quarantine.filter(
+            pc.equal(split.quarantine["event_date"], pyarrow.scalar(event_date).cast(pyarrow.date32()))
+        )
+        report.checks += [
             dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("quarantine_clickstream_events"),
                 check_name="nothing_lost_check",
                 passed=accounted == bronze_rows,
                 metadata={"bronze_rows": bronze_rows, "accounted_rows": accounted, "scope": "micro-batch"},
                 partition=event_date,
-            )
-        )
+            ),
+            dg.AssetCheckEvaluation(
+                asset_key=dg.AssetKey("quarantine_clickstream_events"),
+                check_name="quarantine_rate_check",
+                passed=rate <= QUARANTINE_RATE_THRESHOLD,
+                severity=dg.AssetCheckSeverity.WARN,
+                metadata={
+                    "quarantine_rate": rate,
+                    "threshold": QUARANTINE_RATE_THRESHOLD,
+                    "quarantined": added["quarantine"],
+                    "reasons": dg.MetadataValue.json(SilverRows(split.silver, reasons, split.duplicates).reasons()),
+                    "scope": "micro-batch",
+                },
+                partition=event_date,
+            ),
+        ]
     return report
 
 
