@@ -103,6 +103,13 @@ def main() -> None:
             done_ms = time.time_ns() / 1e6
             cost = time.monotonic() - t0
             minute = int((t0 - started) // 60)
+            if minute not in minutes and minute - 1 in minutes:  # progress: the minute that just ended
+                done = minutes[minute - 1]
+                print(
+                    f"minute {minute}: {done['events'] / 60:,.0f} events/s, lag {max(done['lag'] or [0]):,}, "
+                    f"{done['held']:,} ids held",
+                    flush=True,
+                )
             stats = minutes.setdefault(minute, {"events": 0, "costs": [], "fresh": [], "lag": [], "held": 0})
             if batch is None:
                 if producer.poll() is not None:
