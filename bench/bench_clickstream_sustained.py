@@ -8,7 +8,7 @@ another, into a date that grows all along. Per minute it reports: events/s achie
 per-batch cost p50/p95, produce -> silver freshness p50/p95/p99 (Kafka's create time of each event to
 the commit of its batch), the event ids held for the duplicate check, and peak RSS.
 
-    python -m bench.bench_clickstream_sustained [--rate 20000] [--minutes 10]
+    python -m bench.bench_clickstream_sustained [--rate 20000] [--minutes 10] [--window-minutes 30]
 """
 
 import argparse
@@ -66,6 +66,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=20_000)
     parser.add_argument("--minutes", type=float, default=10)
+    parser.add_argument("--window-minutes", type=int, default=30, help="event ids held for the duplicate check")
     parser.add_argument("--produce", nargs=2, metavar=("BOOTSTRAP", "TOPIC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
@@ -93,7 +94,7 @@ def main() -> None:
             stdout=subprocess.PIPE,
             text=True,
         )
-        writer = SilverWriter.open(lake)
+        writer = SilverWriter.open(lake, args.window_minutes)
         started = time.monotonic()
         minutes: dict[int, dict] = {}
         idle_since = None
@@ -154,6 +155,7 @@ def main() -> None:
             {
                 "target_rate": args.rate,
                 "minutes": args.minutes,
+                "dedup_window_minutes": args.window_minutes,
                 "events_sent": sent["sent"],
                 "events_ingested": total,
                 "silver_rows": silver,
