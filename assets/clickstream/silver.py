@@ -176,10 +176,9 @@ def _stored_silver(rows: pyarrow.Table) -> pyarrow.Table:
 
 # -- the stream: O(batch) ------------------------------------------------------------------------------------
 
-_NIBBLE = np.zeros(256, np.uint64)
+_NIBBLE = np.zeros(256, np.uint8)
 for _i, _c in enumerate(b"0123456789abcdef"):
     _NIBBLE[_c] = _i
-_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
 
 
 def id_halves(ids: pyarrow.Array | pyarrow.ChunkedArray) -> tuple[np.ndarray, np.ndarray]:
@@ -189,13 +188,10 @@ def id_halves(ids: pyarrow.Array | pyarrow.ChunkedArray) -> tuple[np.ndarray, np
         return np.empty(0, np.uint64), np.empty(0, np.uint64)
     arr = arr.cast(pyarrow.string())
     offsets = np.frombuffer(arr.buffers()[1], np.int32)[arr.offset : arr.offset + len(arr) + 1]
-    data = np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(-1, 32)
-    hi, lo = np.empty(len(arr), np.uint64), np.empty(len(arr), np.uint64)
-    for start in range(0, len(arr), 1 << 20):  # bounded scratch memory
-        nibbles = _NIBBLE[data[start : start + (1 << 20)]]
-        hi[start : start + len(nibbles)] = (nibbles[:, :16] << _SHIFTS).sum(axis=1, dtype=np.uint64)
-        lo[start : start + len(nibbles)] = (nibbles[:, 16:] << _SHIFTS).sum(axis=1, dtype=np.uint64)
-    return hi, lo
+    nibbles = _NIBBLE[np.frombuffer(arr.buffers()[2], np.uint8)[offsets[0] : offsets[-1]].reshape(-1, 32)]
+    raw = (nibbles[:, 0::2] << 4) | nibbles[:, 1::2]  # 16 bytes per id
+    halves = np.ascontiguousarray(raw).view(">u8").astype(np.uint64)
+    return halves[:, 0], halves[:, 1]
 
 
 _MINUTE_US = 60_000_000
@@ -227,9 +223,8 @@ class SeenEvents:
         self._cover(np.unique(minute))
         hi, lo = id_halves(rows["event_id"])
         seen = np.zeros(len(minute), bool)
-        for m in np.unique(minute):
-            at = np.nonzero(minute == m)[0]
-            lo_sorted, hi_sorted = self.minutes.get(int(m), (np.empty(0, np.uint64), np.empty(0, np.uint64)))
+        for m, at in _by_minute(minute):
+            lo_sorted, hi_sorted = self.minutes.get(m, (np.empty(0, np.uint64), np.empty(0, np.uint64)))
             if not len(lo_sorted):
                 continue
             pos = np.searchsorted(lo_sorted, lo[at])
@@ -256,13 +251,12 @@ class SeenEvents:
         return sum(len(lo) for lo, _ in self.minutes.values())
 
     def _insert(self, minute: np.ndarray, hi: np.ndarray, lo: np.ndarray) -> None:
-        for m in np.unique(minute):
-            at = np.nonzero(minute == m)[0]
+        for m, at in _by_minute(minute):
             order = np.argsort(lo[at], kind="stable")
             new_lo, new_hi = lo[at][order], hi[at][order]
-            old_lo, old_hi = self.minutes.get(int(m), (np.empty(0, np.uint64), np.empty(0, np.uint64)))
+            old_lo, old_hi = self.minutes.get(m, (np.empty(0, np.uint64), np.empty(0, np.uint64)))
             pos = np.searchsorted(old_lo, new_lo)
-            self.minutes[int(m)] = (np.insert(old_lo, pos, new_lo), np.insert(old_hi, pos, new_hi))
+            self.minutes[m] = (np.insert(old_lo, pos, new_lo), np.insert(old_hi, pos, new_hi))
 
     def _cover(self, minutes: np.ndarray) -> None:
         """Load the minutes that are neither held nor known to be empty: one read per date."""
@@ -297,6 +291,13 @@ class SeenEvents:
             rows, minute = rows.filter(pyarrow.array(keep)), minute[keep]
         if rows.num_rows:
             self._insert(minute, *id_halves(rows["event_id"]))
+
+
+def _by_minute(minute: np.ndarray):
+    """(minute, positions of the rows of that minute), one sort for all minutes."""
+    order = np.argsort(minute, kind="stable")
+    values, starts = np.unique(minute[order], return_index=True)
+    yield from zip(values.tolist(), np.split(order, starts[1:]), strict=True)
 
 
 def _minutes(rows: pyarrow.Table) -> np.ndarray:
