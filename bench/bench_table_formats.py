@@ -380,7 +380,7 @@ class DuckLake:
     def files(self) -> int:
         con = self.open()
         try:
-            return con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events')").fetchone()[0]
+            return (con.execute("SELECT count(*) FROM ducklake_list_files('lake', 'events')").fetchone() or (0,))[0]
         finally:
             con.close()
 
@@ -467,7 +467,8 @@ class Iceberg:
 
     def manifests(self) -> int:
         table = self.open()
-        return len(table.current_snapshot().manifests(table.io))
+        snapshot = table.current_snapshot()
+        return len(snapshot.manifests(table.io)) if snapshot is not None else 0
 
     def compact(self) -> str:
         """pyiceberg 0.12 has no data-file compaction: rewrite the date in one overwrite (in memory), then expire
@@ -526,7 +527,7 @@ def duckdb_scan(fmt_adapter) -> tuple[int, int, float]:
         started = time.perf_counter()
         rows, distinct, _ = con.execute(
             f'SELECT count(*), count(DISTINCT "offset"), sum(octet_length(payload)) FROM {source}'
-        ).fetchone()
+        ).fetchone() or (0, 0, 0)
         return rows, distinct, time.perf_counter() - started
     finally:
         con.close()
@@ -1035,7 +1036,7 @@ def s3_roundtrip(fa, rows: Rows) -> dict:
             n = fa.open().scan().to_arrow().num_rows
         else:
             con = fa.open()
-            n = con.execute("SELECT count(*) FROM lake.events").fetchone()[0]
+            n = (con.execute("SELECT count(*) FROM lake.events").fetchone() or (0,))[0]
             con.close()
         return {
             "append_p50_ms": statistics.median(timings) * 1000,
@@ -1081,7 +1082,7 @@ def conflict_text(entry: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--rows", type=int, default=2_000_000, help="rows the table grows to (default 2,000,000)")
     parser.add_argument("--batch-rows", type=int, default=5_000, help="rows per append (default 5,000)")
     parser.add_argument("--window", type=int, default=20, help="appends timed per window (default 20)")
