@@ -35,7 +35,6 @@ from assets.streaming import BRONZE_SCHEMA, Batch, Report, append_once, date_tok
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
-from resources.warehouse import engine
 
 
 class SilverClickstreamEvent(pa.DataFrameModel):
@@ -152,14 +151,12 @@ def split_routed(routed: pyarrow.Table, seen: np.ndarray | None = None) -> Silve
         | {"event_date": rejected["event_date"]}
     ).cast(QUARANTINE_ARROW_SCHEMA)
     events = routed.filter(good)
-    with engine() as conn:
-        conn.register("events", events.select(["event_id"]))
-        # The first message of each event in the batch (input order: offsets ascending per partition).
-        first = conn.execute(
-            "SELECT row_number() OVER (PARTITION BY event_id ORDER BY i) = 1 AS first "
-            "FROM (SELECT event_id, row_number() OVER () AS i FROM events) ORDER BY i"
-        ).to_arrow_table()["first"]
-    new = first if seen is None else pc.and_(first, pyarrow.array(~seen))
+    # The first message of each event in the batch (input order: offsets ascending per partition).
+    keys = np.empty(events.num_rows, dtype=[("hi", np.uint64), ("lo", np.uint64)])
+    keys["hi"], keys["lo"] = id_halves(events["event_id"])
+    first = np.zeros(events.num_rows, bool)
+    first[np.unique(keys, return_index=True)[1]] = True
+    new = pyarrow.array(first if seen is None else first & ~seen)
     duplicates = events.filter(pc.invert(new))
     return SilverRows(
         silver=events.filter(new).select([*SILVER_COLUMNS, "partition"]),
