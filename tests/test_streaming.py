@@ -44,3 +44,14 @@ def test_a_replace_computed_before_a_streaming_append_to_its_date_fails_and_othe
     replaced = pa.table({"partition": pa.array([0], pa.int32()), "event_date": pa.array([D2]), "value": [9]})
     lake.replace_dates("t", replaced, [D2.isoformat()], version=version)
     assert sorted(lake.scan("t")["value"].to_pylist()) == [1, 3, 4, 9]
+
+
+def test_a_batch_whose_messages_are_all_quarantined_passes_the_duplicate_check(lake: LakeResource):
+    from assets.clickstream.silver import SILVER_ARROW_SCHEMA, SeenEvents
+
+    seen = SeenEvents(lake)
+    seen.start(0)
+    empty = SILVER_ARROW_SCHEMA.empty_table()
+    assert seen.is_seen(empty).tolist() == []
+    seen.add(empty)
+    assert seen.size == 0

@@ -292,6 +292,8 @@ class SeenEvents:
 
 def _by_minute(minute: np.ndarray):
     """(minute, positions of the rows of that minute), one sort for all minutes."""
+    if not len(minute):
+        return
     order = np.argsort(minute, kind="stable")
     values, starts = np.unique(minute[order], return_index=True)
     yield from zip(values.tolist(), np.split(order, starts[1:]), strict=True)
