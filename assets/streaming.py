@@ -264,6 +264,26 @@ def date_token(topic: str, partition: int, event_date: str) -> str:
     return f"{topic}/{partition}@{event_date}"
 
 
+def bronze_date(lake: LakeResource, bronze_table: str, event_date: str) -> tuple[pa.Table, dict[str, int]]:
+    """A date's bronze rows (offsets ascending per Kafka partition) and the date tokens a rebuild from
+    them covers, both from one version of the table: per Kafka partition, the last offset bronze held.
+    Batches land in bronze whole, so every row of the date up to it was read, even when the partition's
+    last batch ended with rows of another date."""
+    version = lake.version(bronze_table)
+    if version is None:
+        return BRONZE_SCHEMA.empty_table(), {}
+    rows = lake.scan(bronze_table, [event_date], version=version).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    rows = rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
+    pairs = [(r["topic"], r["partition"]) for r in rows.group_by(["topic", "partition"]).aggregate([]).to_pylist()]
+    held = lake.tokens(bronze_table, [f"{t}/{p}" for t, p in pairs], version=version)
+    tokens = {}
+    for topic, partition in pairs:
+        last = held[f"{topic}/{partition}"]
+        if last is not None:
+            tokens[date_token(topic, partition, event_date)] = last
+    return rows, tokens
+
+
 # -- reading Kafka ------------------------------------------------------------------------------------------
 
 
@@ -359,14 +379,6 @@ def _record_batch(topic: str, partition: int, records: list) -> pa.RecordBatch:
         ],
         schema=MESSAGE_SCHEMA,
     )
-
-
-def read_range(
-    kafka: KafkaResource, topic: str, ranges: dict[int, tuple[int, int]], timeout_s: float = 120.0
-) -> pa.Table:
-    """Exactly the records in `ranges` (a consumer opened for this read only)."""
-    with TopicReader(kafka, topic, None) as reader:
-        return reader.read(ranges, timeout_s)
 
 
 @contextmanager

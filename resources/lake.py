@@ -12,6 +12,7 @@ Plain objects (landed files, rendered charts) are written atomically too (a loca
 renamed into place, or one S3 PUT)."""
 
 import contextlib
+import datetime as dt
 import functools
 import io
 import json
@@ -205,6 +206,11 @@ class LakeResource(ConfigurableResource):
         _TABLES[self._cache_key(uri)] = table
         return table
 
+    def version(self, name: str) -> int | None:
+        """The current version of table `name` (None before its first commit)."""
+        table = self.table(name)
+        return table.version() if table is not None else None
+
     def token(self, name: str, app_id: str) -> int | None:
         """The last idempotency version committed to `name` under `app_id`, if any."""
         return self.tokens(name, [app_id])[app_id]
@@ -270,10 +276,11 @@ class LakeResource(ConfigurableResource):
             if schema is None:
                 raise FileNotFoundError(f"table {self.uri(name)} has no commit yet")
             return (schema if columns is None else pa.schema([schema.field(c) for c in columns])).empty_table()
-        partitions = [("event_date", "in", dates)] if dates is not None else None
-        if dates is not None and not dates:
-            return table.to_pyarrow_dataset().schema.empty_table().select(columns or [])
-        return table.to_pyarrow_dataset(partitions=partitions).to_table(columns=columns, filter=where)
+        dataset = table.to_pyarrow_dataset()
+        if dates is not None:  # a filter on the partition column: files of other dates are not opened
+            in_dates = pads.field("event_date").isin(pa.array([dt.date.fromisoformat(d) for d in dates]))
+            where = in_dates if where is None else in_dates & where
+        return dataset.to_table(columns=columns, filter=where)
 
     def count_by_date(self, name: str, dates: list[str] | None = None) -> dict[str, int]:
         """Rows per date partition from the table's log (file statistics): no data file is read."""

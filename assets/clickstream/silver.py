@@ -31,7 +31,7 @@ from assets.clickstream.names import (
 )
 from assets.clickstream.parsing import parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
-from assets.streaming import BRONZE_SCHEMA, Batch, Report, append_once, date_token
+from assets.streaming import Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
@@ -415,11 +415,8 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
     summaries = {}
     for event_date in event_dates:
         while True:
-            versions = {t: _version(lake, t) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)}
-            read = _version(lake, BRONZE_TABLE)  # rows and tokens of bronze from this one version
-            bronze = lake.scan(BRONZE_TABLE, [event_date], schema=BRONZE_SCHEMA, version=read).cast(BRONZE_SCHEMA)
-            bronze = bronze.sort_by([("partition", "ascending"), ("offset", "ascending")])
-            tokens = _covered_tokens(lake, bronze, event_date, read)
+            versions = {t: lake.version(t) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)}
+            bronze, tokens = bronze_date(lake, BRONZE_TABLE, event_date)
             split = split_routed(route_messages(bronze))
             try:
                 for table, rows in (
@@ -445,26 +442,6 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
         if log:
             log.info(f"{event_date}: {summaries[event_date]}")
     return summaries
-
-
-def _version(lake: LakeResource, table: str) -> int | None:
-    delta = lake.table(table)
-    return delta.version() if delta is not None else None
-
-
-def _covered_tokens(lake: LakeResource, bronze: pyarrow.Table, event_date: str, version: int | None) -> dict:
-    """Per (topic, Kafka partition) of the date's bronze rows: the last offset bronze held at the version
-    the rebuild read. Batches land in bronze whole, so every row of the date up to it was read, even
-    when the partition's last batch ended with rows of another date."""
-    if not bronze.num_rows or version is None:
-        return {}
-    pairs = bronze.group_by(["topic", "partition"]).aggregate([]).to_pylist()
-    held = lake.tokens(BRONZE_TABLE, [f"{r['topic']}/{r['partition']}" for r in pairs], version=version)
-    return {
-        date_token(r["topic"], r["partition"], event_date): held[f"{r['topic']}/{r['partition']}"]
-        for r in pairs
-        if held[f"{r['topic']}/{r['partition']}"] is not None
-    }
 
 
 def silver_metadata(summary: dict) -> dict:

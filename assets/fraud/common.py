@@ -76,12 +76,6 @@ CHANGES_STREAM = Stream(
 )
 
 
-def table_version(lake: LakeResource, name: str) -> int | None:
-    """The current version of lake table `name` (None before its first commit)."""
-    table = lake.table(name)
-    return table.version() if table is not None else None
-
-
 def replace_table(lake: LakeResource, name: str, rows: pa.Table, version: int | None = None) -> None:
     """Make lake table `name` hold exactly `rows`, in one commit (every date partition it held is replaced).
     For the tables that are rebuilt whole (the dimensions, the serving table)."""

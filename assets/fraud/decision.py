@@ -21,7 +21,6 @@ import pandas as pd
 import pandera.pandas as pa
 import pyarrow as pa_arrow
 import pyarrow.compute as pc
-from deltalake import DeltaTable
 from pandera.typing import Series
 
 from assets.fraud.common import (
@@ -34,12 +33,11 @@ from assets.fraud.common import (
     SILVER_EVENTS,
     fraud_daily_partitions,
     sound_time_sql,
-    table_version,
 )
 from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
 from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
 from assets.pandera_checks import table_schema, validate_schema
-from assets.streaming import BRONZE_SCHEMA, date_token
+from assets.streaming import bronze_date
 from resources import LakeResource
 from resources.lake import CommitFailedError
 from resources.warehouse import engine
@@ -258,7 +256,7 @@ class Dimensions:
 
 
 def dimension_versions(lake: LakeResource) -> tuple[int | None, int | None]:
-    return table_version(lake, SCD2), table_version(lake, SCD1)
+    return lake.version(SCD2), lake.version(SCD1)
 
 
 def load_dimensions(lake: LakeResource) -> Dimensions:
@@ -373,26 +371,6 @@ def count_by_date(table: pa_arrow.Table) -> dict[str, int]:
 # -- a date rebuilt from bronze: O(date), exact ----------------------------------------------------------------
 
 
-def bronze_date(lake: LakeResource, event_date: str) -> tuple[pa_arrow.Table, dict[str, int]]:
-    """The date's bronze rows (offsets ascending per partition) and the date tokens they cover, read from
-    one version of the bronze table: per Kafka partition, the last offset bronze holds (a batch is
-    appended to bronze whole, so every row of the date up to it is among the rows read)."""
-    current = lake.table(BRONZE_EVENTS)
-    if current is None:
-        return BRONZE_SCHEMA.empty_table(), {}
-    pinned = DeltaTable(lake.uri(BRONZE_EVENTS), version=current.version(), storage_options=lake.storage_options())
-    day = pa_arrow.scalar(event_date).cast(pa_arrow.date32())
-    rows = pinned.to_pyarrow_dataset().to_table(filter=pc.field("event_date") == day)
-    rows = rows.select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
-    rows = rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
-    tokens = {}
-    for pair in rows.group_by(["topic", "partition"]).aggregate([]).to_pylist():
-        last = pinned.transaction_version(f"{pair['topic']}/{pair['partition']}")
-        if last is not None:
-            tokens[date_token(pair["topic"], pair["partition"], event_date)] = last
-    return rows, tokens
-
-
 def rebuild_decision_dates(
     lake: LakeResource, rules: MarketRules, event_dates: list[str], log=None
 ) -> dict[str, DecisionBuild]:
@@ -407,8 +385,8 @@ def rebuild_decision_dates(
     builds = {}
     for event_date in event_dates:
         while True:
-            versions = {t: table_version(lake, t) for t in (QUARANTINE_EVENTS, DECISION_EVENTS, SILVER_EVENTS)}
-            bronze, tokens = bronze_date(lake, event_date)
+            versions = {t: lake.version(t) for t in (QUARANTINE_EVENTS, DECISION_EVENTS, SILVER_EVENTS)}
+            bronze, tokens = bronze_date(lake, BRONZE_EVENTS, event_date)
             dimensions = load_dimensions(lake)
             build = build_decisions(bronze, rules, dimensions)
             if dimension_versions(lake) != dimensions.table_versions:

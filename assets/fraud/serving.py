@@ -19,7 +19,6 @@ from assets.fraud.common import (
     SCD1,
     SCD2,
     replace_table,
-    table_version,
 )
 from assets.fraud.decision import DECISION_SCHEMA
 from assets.fraud.dimensions import SCD2_SCHEMA
@@ -216,7 +215,7 @@ def write_latest_features(lake: LakeResource, warehouse: WarehouseResource, log=
     """Rebuild the serving table as of now, replacing it whole in one commit (and publish the analysts'
     views); its materialization metadata. Reads the decisions of the longest feature window."""
     while True:
-        version = table_version(lake, LATEST_FEATURES)
+        version = lake.version(LATEST_FEATURES)
         table = build_latest_features(lake, dt.datetime.now(dt.UTC))
         try:
             replace_table(lake, LATEST_FEATURES, table, version=version)
