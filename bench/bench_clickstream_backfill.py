@@ -13,11 +13,11 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.clickstream import bronze, gold, silver
-from assets.clickstream.generator import generate
 from assets.clickstream.names import BRONZE_TABLE
 from assets.clickstream.parsing import parse_messages
 from assets.streaming import BRONZE_SCHEMA, MESSAGE_SCHEMA
 from bench.common import peak_rss_mib, pin_to_one_core, report
+from demo.clickstream import generate
 from resources import KafkaResource, LakeResource, WarehouseResource
 
 FIRST_DAY = dt.date(2026, 1, 1)

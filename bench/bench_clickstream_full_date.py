@@ -15,11 +15,11 @@ import time
 import numpy as np
 
 from assets.clickstream.bronze import CLICKSTREAM_STREAM
-from assets.clickstream.generator import event
 from assets.clickstream.names import BRONZE_TABLE, SILVER_TABLE, TOPIC
 from assets.clickstream.silver import SILVER_ARROW_SCHEMA, SilverWriter
 from assets.streaming import BRONZE_SCHEMA, ingest_batch
 from bench.common import kafka_broker, peak_rss_mib, pin_to_one_core, report
+from demo.clickstream import event
 from resources import KafkaResource, LakeResource
 from resources.warehouse import engine
 

@@ -12,11 +12,11 @@ import time
 from kafka import TopicPartition
 
 from assets.clickstream.bronze import CLICKSTREAM_STREAM, check_bronze_batch
-from assets.clickstream.generator import generate, produce
 from assets.clickstream.names import DUPLICATES_TABLE, QUARANTINE_TABLE, SILVER_TABLE, TOPIC
 from assets.clickstream.silver import SilverWriter
 from assets.streaming import gc_paused, ingest_batch
 from bench.common import kafka_broker, peak_rss_mib, pin_to_one_core, report
+from demo.clickstream import generate, produce
 from resources import KafkaResource, LakeResource
 
 

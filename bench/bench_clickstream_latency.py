@@ -16,9 +16,9 @@ import threading
 import time
 import urllib.request
 
-from assets.clickstream.generator import event
 from assets.clickstream.names import SILVER_TABLE, TOPIC
 from bench.common import ROOT, free_port, kafka_broker, report, stop_dagster_dev
+from demo.clickstream import event
 from resources import KafkaResource, LakeResource
 
 

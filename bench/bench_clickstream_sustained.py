@@ -24,11 +24,11 @@ import numpy as np
 import pyarrow.compute as pc
 
 from assets.clickstream.bronze import CLICKSTREAM_STREAM
-from assets.clickstream.generator import generate
 from assets.clickstream.names import CONSUMER_GROUP, TOPIC
 from assets.clickstream.silver import SilverWriter
 from assets.streaming import ingest_batch
 from bench.common import ROOT, kafka_broker, peak_rss_mib, report
+from demo.clickstream import generate
 from resources import KafkaResource, LakeResource
 
 PLACEHOLDER = b"2000-01-01T00:00:00.000000Z"

@@ -33,7 +33,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from assets.fraud.common import (
+from assets.fraud.common import partition_dates_by, replace_table
+from assets.fraud.decision import DIMENSION_SQL, enrich_events, rebuild_decision_dates
+from assets.fraud.live import LiveDecisionWriter
+from assets.fraud.names import (
     BRONZE_CHANGES,
     BRONZE_EVENTS,
     CHANGES_TOPIC,
@@ -43,16 +46,12 @@ from assets.fraud.common import (
     QUARANTINE_EVENTS,
     SCD1,
     SCD2,
-    partition_dates_by,
-    replace_table,
 )
-from assets.fraud.decision import DIMENSION_SQL, enrich_events, rebuild_decision_dates
-from assets.fraud.generator import checkout_event, generate_changes, generate_events, make_buyers, produce
-from assets.fraud.live import LiveDecisionWriter
 from assets.fraud.rules import load_rules
 from assets.fraud.serving import BuyerFeatureLookup, latest_features
 from assets.streaming import MESSAGE_SCHEMA, Batch
 from bench.common import ROOT, free_port, kafka_broker, peak_rss_mib, pin_to_one_core, report, stop_dagster_dev
+from demo.fraud import checkout_event, generate_changes, generate_events, make_buyers, produce
 from resources import KafkaResource, LakeResource, WarehouseResource
 from resources.warehouse import engine
 

@@ -24,7 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from assets.loans.logic import FEATURE_VERSIONS, compute_features
-from assets.loans.parsing import CLEANED_DATASET
+from assets.loans.names import CLEANED_DATASET
 from assets.loans.store import seq_file_name, update_features
 from resources import LakeResource
 

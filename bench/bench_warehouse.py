@@ -53,7 +53,8 @@ def phase(name: str, args: argparse.Namespace) -> None:
     from dagster_dbt import DbtCliResource
 
     from assets.warehouse import dbt as warehouse_dbt
-    from assets.warehouse import generator, raw, staging
+    from assets.warehouse import raw, staging
+    from demo import warehouse as generator
     from resources import LakeResource, LandingResource, PostgresResource, PseudonymizerResource, WarehouseResource
 
     start = date(2026, 1, 1)

@@ -13,32 +13,32 @@ py=.venv/bin/python
 
 platform/kafka.sh start
 echo "[demo] replaying ${DEMO_EVENTS:-20000} clickstream events into Kafka"
-$py -m assets.clickstream.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count "${DEMO_EVENTS:-20000}"
+$py -m demo.clickstream --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count "${DEMO_EVENTS:-20000}"
 if [[ ${DEMO_RATE:-50} != 0 ]]; then
   echo "[demo] streaming ${DEMO_RATE:-50} events/s in the background (log: .local/demo-producer.log)"
   platform/procs.sh start demo-producer .local/demo-producer.log -- \
-    $py -m assets.clickstream.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count 10000000 \
+    $py -m demo.clickstream --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count 10000000 \
       --rate "${DEMO_RATE:-50}" --seed 11
   trap 'platform/procs.sh stop demo-producer' EXIT
 fi
-# --- Loan-application risk features (seed 001; assets/loans) ---------------------------------------
+# --- Loan-application risk features (assets/loans) ---------------------------------------
 # 2007 lands as a batch file (loans_landing_sensor); 2008-2012 replay into Kafka (loans_kafka_sensor).
 # Only on the first demo run: a second replay would be new applications, not a retry.
 #   DEMO_LOANS   applications in 2007 (later years grow; default 2000)
 if [[ ! -f $LAKE_ROOT/landing/loan_applications/loan_applications_2007.csv ]]; then
   echo "[demo] loans: landing the 2007 file and replaying 2008-2012 applications into Kafka"
-  $py -m assets.loans.generator --years 2007 --per-year "${DEMO_LOANS:-2000}" --out "$LAKE_ROOT/landing/loan_applications"
-  $py -m assets.loans.generator --years 2008-2012 --per-year "${DEMO_LOANS:-2000}" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS"
+  $py -m demo.loans --years 2007 --per-year "${DEMO_LOANS:-2000}" --out "$LAKE_ROOT/landing/loan_applications"
+  $py -m demo.loans --years 2008-2012 --per-year "${DEMO_LOANS:-2000}" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS"
 fi
 # --- end of loans --------------------------------------------------------------------------------
-# --- Fraud decision data (seed 000; assets/fraud) --------------------------------------------------
+# --- Fraud decision data (assets/fraud) --------------------------------------------------
 # Buyer master-data changes and checkout risk events (with duplicates, retries and irregular values)
 # into Kafka; the fraud sensors build the dimensions, the decision dataset and the serving table.
 # Only on the first demo run: a replay re-sends the same event ids, which the pipeline would dedupe.
 #   DEMO_FRAUD_EVENTS   checkout risk events (default 20000), DEMO_FRAUD_BUYERS buyers (default 2000)
 if [[ ! -f .local/demo-fraud.done ]]; then
   echo "[demo] fraud: producing buyer changes and ${DEMO_FRAUD_EVENTS:-20000} checkout risk events into Kafka"
-  $py -m assets.fraud.generator --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --events "${DEMO_FRAUD_EVENTS:-20000}" \
+  $py -m demo.fraud --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --events "${DEMO_FRAUD_EVENTS:-20000}" \
       --buyers "${DEMO_FRAUD_BUYERS:-2000}" && touch .local/demo-fraud.done
 fi
 # --- end of fraud --------------------------------------------------------------------------------
@@ -50,7 +50,7 @@ fi
 if platform/postgres.sh start; then
   if [[ ! -f .local/demo-warehouse.done ]]; then
     echo "[demo] warehouse: filling PostgreSQL and $LANDING_ROOT with 10 days of commerce data"
-    $py -m assets.warehouse.generator --orders "${DEMO_ORDERS:-10000}" --start "$(date -u -d '-10 days' +%F)" \
+    $py -m demo.warehouse --orders "${DEMO_ORDERS:-10000}" --start "$(date -u -d '-10 days' +%F)" \
         --days 10 && touch .local/demo-warehouse.done
   fi
 else

@@ -1,4 +1,4 @@
-"""Landing files: entity exports dropped as input/<entity>/<YYYY-MM-DD>/*.csv (seed 003)."""
+"""Landing files: entity exports dropped as input/<entity>/<YYYY-MM-DD>/*.csv."""
 
 from __future__ import annotations
 

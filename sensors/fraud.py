@@ -7,7 +7,7 @@ can alter (each date rebuilt from bronze and replaced in one commit per table)."
 
 import dagster as dg
 
-from assets.fraud.common import CHANGES_GROUP, CHANGES_TOPIC, EVENTS_GROUP, EVENTS_TOPIC, fraud_daily_partitions
+from assets.fraud.names import CHANGES_GROUP, CHANGES_TOPIC, EVENTS_GROUP, EVENTS_TOPIC, fraud_daily_partitions
 from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
 from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
 

@@ -8,7 +8,7 @@ import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
 
-from assets.loans.parsing import CONSUMER_GROUP, TOPIC
+from assets.loans.names import CONSUMER_GROUP, TOPIC
 from assets.loans.raw import landed_files
 from assets.streaming import ACTIVE_RUN_STATUSES
 from resources import LakeResource

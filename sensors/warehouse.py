@@ -3,7 +3,7 @@ scheduled daily for the date that just ended; backfills of the same job reproces
 
 import dagster as dg
 
-from assets.warehouse.contracts import warehouse_daily_partitions
+from assets.warehouse.names import warehouse_daily_partitions
 from sensors.run_policy import BATCH_TAGS
 
 commerce_warehouse_job = dg.define_asset_job(

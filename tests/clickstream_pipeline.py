@@ -8,8 +8,8 @@ import dagster as dg
 import duckdb
 
 from assets.clickstream import bronze, gold, silver
-from assets.clickstream.generator import event
 from assets.clickstream.names import QUARANTINE_TABLE, SILVER_TABLE, TOPIC
+from demo.clickstream import event
 from resources import KafkaResource, LakeResource
 from resources.warehouse import load_delta
 from sensors.clickstream import clickstream_kafka_sensor, clickstream_partitions_sensor

@@ -16,7 +16,7 @@ import dagster as dg
 import pytest
 
 from assets.clickstream.freshness import clickstream_freshness_checks, evaluate_freshness
-from assets.clickstream.generator import event, irregular
+from demo.clickstream import event, irregular
 from resources import AlertsResource
 from sensors.alerts import asset_check_alert_sensor, main, run_failure_alert_sensor
 from tests.clickstream_pipeline import ASSETS, CHECKS, produce, run_pipeline, valid_event

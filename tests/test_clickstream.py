@@ -7,7 +7,6 @@ import json
 import dagster as dg
 import pytest
 
-from assets.clickstream.generator import IRREGULAR_KINDS, event, generate, irregular
 from assets.clickstream.names import (
     BRONZE_TABLE,
     CONSUMER_GROUP,
@@ -16,6 +15,7 @@ from assets.clickstream.names import (
     SILVER_TABLE,
     TOPIC,
 )
+from demo.clickstream import IRREGULAR_KINDS, event, generate, irregular
 from sensors.clickstream import clickstream_kafka_sensor
 from tests.clickstream_pipeline import (
     data_files,

@@ -8,7 +8,6 @@ import sys
 
 import pytest
 
-from assets.clickstream.generator import IRREGULAR_KINDS, event, irregular
 from assets.clickstream.names import (
     BRONZE_TABLE,
     CONSUMER_GROUP,
@@ -18,6 +17,7 @@ from assets.clickstream.names import (
     TOPIC,
 )
 from assets.clickstream.silver import rebuild_dates
+from demo.clickstream import IRREGULAR_KINDS, event, irregular
 from resources import KafkaResource, LakeResource
 from tests.clickstream_pipeline import produce, query, run_date, run_pipeline
 from tests.conftest import ROOT, free_port

@@ -23,7 +23,8 @@ from dagster._core.definitions.data_version import CachingStaleStatusResolver, S
 from dagster._core.loader import LoadingContextForTest
 
 from assets.fraud import bronze, decision, dimensions, live, serving
-from assets.fraud.common import (
+from assets.fraud.decision import build_decision_asset, fraud_decision_partition
+from assets.fraud.names import (
     BRONZE_EVENTS,
     CHANGES_GROUP,
     CHANGES_TOPIC,
@@ -36,8 +37,10 @@ from assets.fraud.common import (
     SCD2,
     SILVER_EVENTS,
 )
-from assets.fraud.decision import build_decision_asset, fraud_decision_partition
-from assets.fraud.generator import (
+from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
+from assets.fraud.serving import build_latest_features
+from assets.streaming import BRONZE_SCHEMA, Batch
+from demo.fraud import (
     IRREGULAR_REASONS,
     Buyer,
     buyer_snapshot,
@@ -47,9 +50,6 @@ from assets.fraud.generator import (
     make_buyers,
     produce,
 )
-from assets.fraud.rules import DEFAULT_RULES_PATH, load_rules
-from assets.fraud.serving import build_latest_features
-from assets.streaming import BRONZE_SCHEMA, Batch
 from resources import KafkaResource, LakeResource, PseudonymizerResource, WarehouseResource
 from resources.warehouse import load_delta
 from sensors.fraud import fraud_changes_kafka_sensor, fraud_dimension_dates_sensor, fraud_events_kafka_sensor

@@ -1,4 +1,4 @@
-"""Loan-application risk features (seed 001): batch 2007, stream from 2008 through a real Kafka broker,
+"""Loan-application risk features: batch 2007, stream from 2008 through a real Kafka broker,
 MA100 as schema version 2, EMA50 as logic version 3, every version readable; real DuckDB, no mocks."""
 
 import hashlib
@@ -14,10 +14,10 @@ from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from assets.loans import cleaned, raw
 from assets.loans.features import build_feature_assets
-from assets.loans.generator import applications, produce, write_csv
 from assets.loans.logic import EMA_ALPHA, FEATURE_VERSIONS, WindowState, compute_features
-from assets.loans.parsing import LANDING_DIR, QUARANTINE_DATASET, RAW_FILES_DATASET
+from assets.loans.names import LANDING_DIR, QUARANTINE_DATASET, RAW_FILES_DATASET
 from assets.loans.store import FEATURES_DATASET, columns_of, read_cleaned, read_features, training_set
+from demo.loans import applications, produce, write_csv
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loans" / "applications_2007_fixture.csv"

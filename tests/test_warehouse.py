@@ -11,7 +11,8 @@ import pytest
 from dagster_dbt import DbtCliResource
 
 from assets.warehouse import dbt as warehouse_dbt
-from assets.warehouse import generator, raw, staging
+from assets.warehouse import raw, staging
+from demo import warehouse as generator
 from resources import LakeResource, LandingResource, PostgresResource, PseudonymizerResource, WarehouseResource
 
 ALL_ASSETS = [

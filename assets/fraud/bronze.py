@@ -9,18 +9,10 @@ those partitions and their checks as it goes. A run's start-up is paid once, not
 
 import dagster as dg
 
-from assets.fraud.common import (
-    BRONZE_CHANGES,
-    BRONZE_EVENTS,
-    CHANGES_GROUP,
-    CHANGES_STREAM,
-    CHANGES_TOPIC,
-    EVENTS_GROUP,
-    EVENTS_STREAM,
-    EVENTS_TOPIC,
-)
+from assets.fraud.common import CHANGES_STREAM, EVENTS_STREAM
 from assets.fraud.decision import LOADED_RULES
 from assets.fraud.live import LiveDecisionWriter
+from assets.fraud.names import BRONZE_CHANGES, BRONZE_EVENTS, CHANGES_GROUP, CHANGES_TOPIC, EVENTS_GROUP, EVENTS_TOPIC
 from assets.streaming import TOUCHED_DATES, IngestConfig, follow
 from resources import KafkaResource, LakeResource, WarehouseResource
 

@@ -1,44 +1,25 @@
-"""Names and parsing shared by the fraud assets: topics, Delta tables (each partitioned by `event_date`),
-the streams, and each message's date partition."""
+"""Parsing shared by the fraud assets: the streams, each message's date partition, sound event times."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from assets.fraud.names import (
+    BRONZE_CHANGES,
+    BRONZE_EVENTS,
+    CHANGES_GROUP,
+    CHANGES_TOPIC,
+    EVENTS_GROUP,
+    EVENTS_TOPIC,
+    FIRST_VALID_TIME,
+    MAX_CLOCK_SKEW,
+)
 from assets.streaming import BRONZE_SCHEMA, Stream
 from resources import LakeResource
 from resources.warehouse import engine
-
-EVENTS_TOPIC = "fraud.checkout_risk_events"
-CHANGES_TOPIC = "fraud.buyer_changes"
-EVENTS_GROUP = "platform.fraud.events.bronze"
-CHANGES_GROUP = "platform.fraud.buyer_changes.bronze"
-
-BRONZE_EVENTS = "bronze/fraud_checkout_risk_events"
-BRONZE_CHANGES = "bronze/fraud_buyer_changes"
-SILVER_EVENTS = "silver/fraud_risk_events"
-QUARANTINE_EVENTS = "quarantine/fraud_risk_events"
-DECISION_EVENTS = "gold/fraud_decision_events"
-SCD2 = "silver/fraud_buyer_scd2"
-SCD1 = "silver/fraud_buyer_scd1"
-QUARANTINE_CHANGES = "quarantine/fraud_buyer_changes"
-LATEST_FEATURES = "gold/fraud_buyer_latest_features"
-
-# Date runs (backfills, dimension changes) rewrite decision dates and the serving table one at a time. The
-# live ingest run stays out of the pool (it would hold it for minutes): concurrent writers are resolved by
-# the tables' commits (see rebuild_decision_dates).
-DECISION_WRITER_POOL = "fraud_decision_writer"
-
-# The first day an event or change may carry, and how far its own clock may run ahead of the broker's:
-# anything outside is a timestamp no checkout can have.
-FIRST_VALID_TIME = "2020-01-01 00:00:00+00"
-MAX_CLOCK_SKEW = "5 minutes"
-
-fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
 
 
 def sound_time_sql(text: str) -> str:

@@ -23,7 +23,9 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 from pandera.typing import Series
 
-from assets.fraud.common import (
+from assets.fraud.common import sound_time_sql
+from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
+from assets.fraud.names import (
     BRONZE_EVENTS,
     DECISION_EVENTS,
     DECISION_WRITER_POOL,
@@ -32,9 +34,7 @@ from assets.fraud.common import (
     SCD2,
     SILVER_EVENTS,
     fraud_daily_partitions,
-    sound_time_sql,
 )
-from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
 from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
 from assets.pandera_checks import table_schema, validate_schema
 from assets.streaming import bronze_date

@@ -9,14 +9,8 @@ from dataclasses import dataclass
 import dagster as dg
 import pyarrow as pa
 
-from assets.fraud.common import (
-    BRONZE_CHANGES,
-    QUARANTINE_CHANGES,
-    SCD1,
-    SCD2,
-    replace_table,
-    sound_time_sql,
-)
+from assets.fraud.common import replace_table, sound_time_sql
+from assets.fraud.names import BRONZE_CHANGES, QUARANTINE_CHANGES, SCD1, SCD2
 from assets.streaming import BRONZE_SCHEMA, TOUCHED_DATES
 from resources import LakeResource, PseudonymizerResource
 from resources.warehouse import engine

@@ -30,7 +30,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from assets.fraud.common import DECISION_EVENTS, QUARANTINE_EVENTS, SILVER_EVENTS
 from assets.fraud.decision import (
     DECISION_SCHEMA,
     QUARANTINE_SCHEMA,
@@ -44,6 +43,7 @@ from assets.fraud.decision import (
     partition_checks,
     partition_metadata,
 )
+from assets.fraud.names import DECISION_EVENTS, QUARANTINE_EVENTS, SILVER_EVENTS
 from assets.fraud.rules import MarketRules
 from assets.fraud.serving import (
     FEATURE_COLUMNS,

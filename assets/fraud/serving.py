@@ -11,17 +11,10 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from assets.fraud.common import (
-    DECISION_EVENTS,
-    DECISION_WRITER_POOL,
-    LATEST_FEATURES,
-    QUARANTINE_EVENTS,
-    SCD1,
-    SCD2,
-    replace_table,
-)
+from assets.fraud.common import replace_table
 from assets.fraud.decision import DECISION_SCHEMA
 from assets.fraud.dimensions import SCD2_SCHEMA
+from assets.fraud.names import DECISION_EVENTS, DECISION_WRITER_POOL, LATEST_FEATURES, QUARANTINE_EVENTS, SCD1, SCD2
 from resources import LakeResource, WarehouseResource
 from resources.lake import CommitFailedError
 from resources.warehouse import engine

@@ -6,12 +6,10 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
+from assets.loans.names import CLEANED_DATASET, QUARANTINE_DATASET, RAW_FILES_DATASET
 from assets.loans.parsing import (
     CLEANED_COLUMNS,
-    CLEANED_DATASET,
     QUARANTINE_COLUMNS,
-    QUARANTINE_DATASET,
-    RAW_FILES_DATASET,
     LoanApplication,
     QuarantinedApplication,
     clean,

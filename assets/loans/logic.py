@@ -113,20 +113,20 @@ class FeatureVersion:
 FEATURE_VERSIONS = {
     v.version: v
     for v in [
-        FeatureVersion(1, 1, {"RiskScoreMA50": "sma50"}, "2007-01-01", "RiskScoreMA50 = MA50 (seed task 1-2)"),
+        FeatureVersion(1, 1, {"RiskScoreMA50": "sma50"}, "2007-01-01", "RiskScoreMA50 = MA50 (the first model)"),
         FeatureVersion(
             2,
             2,
             {"RiskScoreMA50": "sma50", "RiskScoreMA100": "sma100"},
             "2009-01-01",
-            "new column RiskScoreMA100 = MA100; schema version 2 (seed task 3)",
+            "new column RiskScoreMA100 = MA100; schema version 2",
         ),
         FeatureVersion(
             3,
             2,
             {"RiskScoreMA50": "ema50", "RiskScoreMA100": "sma100"},
             "2012-01-01",
-            "RiskScoreMA50's logic becomes EMA50 under the same name; all rows recomputed (seed task 4)",
+            "RiskScoreMA50's logic becomes EMA50 under the same name; all rows recomputed",
             start="recompute",
         ),
     ]

@@ -27,13 +27,6 @@ HEADER = [
     "Employment Length",
     "Policy Code",
 ]
-TOPIC = "loans.applications"
-CONSUMER_GROUP = "platform.loans.bronze"
-LANDING_DIR = "landing/loan_applications"
-RAW_FILES_DATASET = "raw/loan_application_files"
-BRONZE_DATASET = "bronze/loan_applications"
-CLEANED_DATASET = "silver/loan_applications"
-QUARANTINE_DATASET = "quarantine/loan_applications"
 
 
 class LoanApplication(pa.DataFrameModel):

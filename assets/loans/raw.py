@@ -7,14 +7,8 @@ import dagster as dg
 import pandas as pd
 import pyarrow.dataset as pads
 
-from assets.loans.parsing import (
-    BRONZE_DATASET,
-    CONSUMER_GROUP,
-    LANDING_DIR,
-    RAW_FILES_DATASET,
-    TOPIC,
-    with_partition_dates,
-)
+from assets.loans.names import BRONZE_DATASET, CONSUMER_GROUP, LANDING_DIR, RAW_FILES_DATASET, TOPIC
+from assets.loans.parsing import with_partition_dates
 from assets.streaming import TOUCHED_DATES, IngestConfig, Stream, batch_metadata, ingest_batch
 from resources import KafkaResource, LakeResource
 
@@ -31,7 +25,7 @@ def raw_name(data: bytes, stem: str) -> str:
 
 @dg.asset(group_name="loans_raw", kinds={"csv"})
 def raw_loan_application_files(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
-    """Every application file that landed in `landing/loan_applications/` (the 2007 batch in seed 001),
+    """Every application file that landed in `landing/loan_applications/` (the first batch of applications),
     kept byte for byte as received, named after its content hash. The cleaned layer is rebuilt from here."""
     kept = []
     for path in landed_files(lake):

@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from assets.loans.logic import FEATURE_VERSIONS, FeatureVersion, WindowState, compute_features
-from assets.loans.parsing import CLEANED_DATASET
+from assets.loans.names import CLEANED_DATASET
 from resources import LakeResource
 from resources.warehouse import engine
 

@@ -3,12 +3,6 @@ and the source column names we know how to map when the source drifts."""
 
 from dataclasses import dataclass, field
 
-import dagster as dg
-
-# One partition per processing date: the day a row was written or updated at the source (PostgreSQL),
-# or the delivery folder input/<entity>/<YYYY-MM-DD>/ of the landing files.
-warehouse_daily_partitions = dg.DailyPartitionsDefinition(start_date="2026-01-01")
-
 # Type families: what "the same type" means when comparing a source column with the contract.
 DUCKDB_TYPES = {"int": "BIGINT", "decimal": "DECIMAL(12, 2)", "text": "VARCHAR", "timestamp": "TIMESTAMPTZ"}
 

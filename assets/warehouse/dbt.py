@@ -16,7 +16,7 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from assets.warehouse.contracts import warehouse_daily_partitions
+from assets.warehouse.names import warehouse_daily_partitions
 from resources import WarehouseResource
 
 # dagster-dbt runs the `dbt` on PATH; fall back to the one installed beside this interpreter.

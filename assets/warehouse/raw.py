@@ -11,7 +11,8 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
-from assets.warehouse.contracts import ENTITIES, type_family, warehouse_daily_partitions
+from assets.warehouse.contracts import ENTITIES, type_family
+from assets.warehouse.names import warehouse_daily_partitions
 from resources import LakeResource, LandingResource, PostgresResource
 from resources.warehouse import engine
 
@@ -104,7 +105,7 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     where = (
         f"table commerce.{entity} of the PostgreSQL source, extracted incrementally by updated_at"
         if source == "postgres"
-        else f"landing files input/{entity}/<YYYY-MM-DD>/ (seed 003)"
+        else f"landing files input/{entity}/<YYYY-MM-DD>/"
     )
 
     @dg.asset(

@@ -8,7 +8,8 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from assets.pandera_checks import schema_check_result, table_schema
-from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity, warehouse_daily_partitions
+from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
+from assets.warehouse.names import warehouse_daily_partitions
 from assets.warehouse.raw import raw_path
 from resources import LakeResource, PseudonymizerResource
 from resources.warehouse import engine

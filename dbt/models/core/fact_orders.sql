@@ -1,6 +1,6 @@
 -- One row per order (latest version): who bought where and when, when it was shipped, delivered or
 -- cancelled. order_intake = sum of price x quantity of its positions regardless of delivery;
--- revenue = the same, only for delivered orders (seed 002). Partitioned by processing date: a run
+-- revenue = the same, only for delivered orders. Partitioned by processing date: a run
 -- replaces the orders changed on its dates, and those whose positions changed on them.
 {{ config(materialized='incremental', unique_key='order_id', incremental_strategy='delete+insert',
           tags=['partitioned']) }}

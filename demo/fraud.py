@@ -1,7 +1,7 @@
 """Realistic BNPL checkout risk events and buyer master-data changes, with the irregular cases real
 traffic has.
 
-    python -m assets.fraud.generator --events 20000 --buyers 2000 [--bootstrap 127.0.0.1:9092] [--rate 0]
+    python -m demo.fraud --events 20000 --buyers 2000 [--bootstrap 127.0.0.1:9092] [--rate 0]
 
 Buyers (companies) are onboarded before the window and then change over time: credit rating, total
 cost, risk score, risk level and approval status (history kept, SCD type 2) and name, email, contact
@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from assets.fraud.common import CHANGES_TOPIC, EVENTS_TOPIC
+from assets.fraud.names import CHANGES_TOPIC, EVENTS_TOPIC
 
 MARKETS = {"DE": ["EUR"], "AT": ["EUR"], "NL": ["EUR"], "FR": ["EUR"], "SE": ["SEK", "EUR"], "GB": ["GBP"]}
 MARKET_WEIGHTS = [0.4, 0.1, 0.15, 0.15, 0.1, 0.1]

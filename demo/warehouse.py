@@ -6,7 +6,7 @@ or never delivered), and rows updated after they were first written. Every row v
 `updated_at`; `publish` replays the versions of a time window into PostgreSQL (latest state per key,
 as an application would) and into the landing files (every version, as a daily export would).
 
-    python -m assets.warehouse.generator --orders 10000 --days 10   # uses POSTGRES_* and LANDING_ROOT
+    python -m demo.warehouse --orders 10000 --days 10   # uses POSTGRES_* and LANDING_ROOT
 """
 
 from __future__ import annotations

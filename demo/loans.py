@@ -2,8 +2,8 @@
 its irregularities: amounts as `1000.00` or `"1,000"`, dates ISO or re-saved as `5/26/2007`, ratios as
 `10%`, `-1%` or absurd, empty or `0` risk scores, `< 1 year` / `10+ years` / `n/a`, quoted titles.
 
-    python -m assets.loans.generator --years 2007 --out data/lake/landing/loan_applications
-    python -m assets.loans.generator --years 2008-2012 --bootstrap 127.0.0.1:9092 [--rate 500]
+    python -m demo.loans --years 2007 --out data/lake/landing/loan_applications
+    python -m demo.loans --years 2008-2012 --bootstrap 127.0.0.1:9092 [--rate 500]
 
 Applications come in date order (as in the export); a file is one year, the stream one JSON object per
 application with the same nine text fields.
@@ -21,7 +21,8 @@ from pathlib import Path
 
 import orjson
 
-from assets.loans.parsing import HEADER, TOPIC
+from assets.loans.names import TOPIC
+from assets.loans.parsing import HEADER
 
 TITLES = [
     "debt_consolidation",

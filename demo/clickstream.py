@@ -1,6 +1,6 @@
-"""Realistic user-action events in seed 004's shape, with the irregular messages real streams carry.
+"""Realistic user-action events in the shape of a commerce app's tracking stream, with the irregular messages real streams carry.
 
-    python -m assets.clickstream.generator --count 50000 [--bootstrap 127.0.0.1:9092] [--rate 2000]
+    python -m demo.clickstream --count 50000 [--bootstrap 127.0.0.1:9092] [--rate 2000]
 
 Sessions walk a funnel (view -> click -> add_to_cart -> purchase); some events arrive days late; a
 share of messages are duplicates (the same bytes sent again) and a share are broken in one of the
@@ -132,7 +132,7 @@ def generate(
         if rng.random() < late_rate:
             ts -= dt.timedelta(days=rng.randint(1, 3), minutes=rng.randint(0, 600))
         doc = event(ts, name, user, platform, product if rng.random() > 0.03 else None)
-        # What real clients send beyond seed 004's fields (silver ignores what it does not know).
+        # What real clients send beyond the contract's fields (silver ignores what it does not know).
         doc["context"] = {"session_id": session_id, "page": f"/p/{product[0].lower()}"}
         roll = rng.random()
         if roll < duplicate_rate and recent:
