@@ -1,13 +1,17 @@
 """Fixtures that start the real parts: a Kafka broker from the project's own script, a lake on local
 disk, a DuckDB file and an ephemeral Dagster instance."""
 
+import contextlib
 import os
 import socket
 import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import boto3
 import dagster as dg
 import pytest
 
@@ -91,3 +95,41 @@ def postgres_server() -> Iterator[dict]:
     yield settings
     subprocess.run([ROOT / "platform" / "postgres.sh", "stop"], env=env, capture_output=True)
     shutil.rmtree(state, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto's server mode) on a free loopback port; fails, never skips."""
+    port = free_port()
+    server = subprocess.Popen(
+        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while True:
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
+            break
+        if time.monotonic() > deadline or server.poll() is not None:
+            server.kill()
+            pytest.fail("the S3 API server (moto_server) did not start")
+        time.sleep(0.2)
+    yield port
+    server.terminate()
+    server.wait(timeout=10)
+
+
+@pytest.fixture
+def s3_lake(s3_server, monkeypatch, request) -> tuple[LakeResource, str]:
+    """A lake in a fresh bucket of the S3 server, with the credentials delta-rs and boto3 read from the
+    environment: (the lake resource, the bucket)."""
+    for name, value in {
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    bucket = f"lake-{abs(hash(request.node.name)) % 10**8}"
+    endpoint = f"http://127.0.0.1:{s3_server}"
+    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
+    return LakeResource(root=f"s3://{bucket}/platform", s3_endpoint_url=endpoint, s3_region="us-east-1"), bucket

@@ -2,11 +2,7 @@
 
 import contextlib
 import socket
-import subprocess
-import sys
 import threading
-import time
-from pathlib import Path
 
 import boto3
 import pytest
@@ -61,41 +57,6 @@ class SwitchableProxy:
                 sink.sendall(data)
         with contextlib.suppress(OSError):
             sink.shutdown(socket.SHUT_WR)
-
-
-@pytest.fixture(scope="module")
-def s3_server():
-    port = free_port()
-    server = subprocess.Popen(
-        [str(Path(sys.executable).parent / "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while True:
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
-            break
-        if time.monotonic() > deadline or server.poll() is not None:
-            server.kill()
-            pytest.fail("the S3 API server (moto_server) did not start")
-        time.sleep(0.2)
-    yield port
-    server.terminate()
-    server.wait(timeout=10)
-
-
-@pytest.fixture
-def s3_lake(s3_server, monkeypatch, request):
-    for name, value in {
-        "AWS_ACCESS_KEY_ID": "test",
-        "AWS_SECRET_ACCESS_KEY": "test",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    bucket = f"lake-{abs(hash(request.node.name)) % 10**8}"
-    endpoint = f"http://127.0.0.1:{s3_server}"
-    boto3.client("s3", endpoint_url=endpoint).create_bucket(Bucket=bucket)
-    return LakeResource(root=f"s3://{bucket}/platform", s3_endpoint_url=endpoint, s3_region="us-east-1"), bucket
 
 
 def test_clickstream_on_s3_as_delta_tables(kafka, s3_lake, warehouse, instance):
