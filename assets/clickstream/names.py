@@ -12,6 +12,8 @@ QUARANTINE_TABLE = "quarantine/clickstream_events"
 DUPLICATES_TABLE = "silver/clickstream_duplicates"
 DAILY_METRICS_TABLE = "gold/clickstream_daily_metrics"
 PRODUCT_FUNNEL_TABLE = "gold/clickstream_product_funnel"
+# The keyed state gold is counted from (assets/clickstream/aggregates.py).
+AGGREGATE_STATE_TABLE = "gold/clickstream_aggregate_state"
 
 clickstream_daily_partitions = dg.DailyPartitionsDefinition(start_date="2023-01-01", end_offset=2)
 

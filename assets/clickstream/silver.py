@@ -20,7 +20,10 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from pandera.typing import Series
 
+from assets.clickstream.aggregates import STATE_SCHEMA, LiveAggregates, state_of
+from assets.clickstream.gold import gold_report
 from assets.clickstream.names import (
+    AGGREGATE_STATE_TABLE,
     BRONZE_TABLE,
     DUPLICATES_TABLE,
     EVENT_NAMES,
@@ -318,26 +321,35 @@ class SilverWriter:
 
     lake: LakeResource
     seen: SeenEvents
+    gold: LiveAggregates
 
     @classmethod
-    def open(cls, lake: LakeResource, window_minutes: int = 30) -> "SilverWriter":
+    def open(cls, lake: LakeResource, window_minutes: int = 30, gold_publish_seconds: float = 5.0) -> "SilverWriter":
         seen = SeenEvents(lake, window_minutes)
         seen.start(time.time_ns() // 1000)
-        return cls(lake, seen)
+        return cls(lake, seen, LiveAggregates(lake, gold_publish_seconds))
 
     def __call__(self, batch: Batch) -> Report:
         routed = batch.rows
         good = routed.filter(pc.is_null(routed["reason"]))
         split = split_routed(routed, self.seen.is_seen(good))
-        # Quarantine and duplicates first, silver last: a retry after a crash between them finds silver
-        # as it was, so the duplicate check decides exactly as before.
+        # Quarantine, duplicates and gold's state first, silver last: a retry after a crash between them finds
+        # silver as it was, so the duplicate check decides exactly as before.
         append_once(self.lake, QUARANTINE_TABLE, split.quarantine, batch)
         failpoint("between_tables")
         append_once(self.lake, DUPLICATES_TABLE, split.duplicates, batch)
+        self.gold.add(batch, split.silver)
         appended = append_once(self.lake, SILVER_TABLE, split.silver, batch, SILVER_ARROW_SCHEMA)
         if appended:
             self.seen.add(split.silver)
-        return _batch_report(batch, split)
+        report = _batch_report(batch, split)
+        if self.gold.due():
+            report.extend(self.publish_gold())
+        return report
+
+    def publish_gold(self) -> Report:
+        """Gold of the dates touched since the last publication, written and reported with its checks."""
+        return gold_report(self.gold.publish())
 
 
 def _batch_report(batch: Batch, split: SilverRows) -> Report:
@@ -404,9 +416,9 @@ def _count_by_date(table: pyarrow.Table) -> dict[str, int]:
 
 
 def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, dict]:
-    """Rebuild silver, quarantine and duplicates of `event_dates` from bronze, replacing exactly those
-    dates (one commit per table and date) and compacting their bronze files. Used by materializations
-    and backfills of silver (the daily close, reprocessing, disaster recovery).
+    """Rebuild silver, quarantine, duplicates and gold's aggregate state of `event_dates` from bronze,
+    replacing exactly those dates (one commit per table and date) and compacting their bronze files.
+    Used by materializations and backfills of silver (the daily close, reprocessing, disaster recovery).
 
     The streaming run may append to a date while it is rebuilt here: the replace is computed from the
     table version read at the start and fails if a batch landed in the date since (the rebuild then
@@ -415,20 +427,14 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
     summaries = {}
     for event_date in event_dates:
         while True:
-            versions = {t: lake.version(t) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)}
+            tables = (QUARANTINE_TABLE, DUPLICATES_TABLE, AGGREGATE_STATE_TABLE, SILVER_TABLE)
+            versions = {t: lake.version(t) for t in tables}
             bronze, tokens = bronze_date(lake, BRONZE_TABLE, event_date)
             split = split_routed(route_messages(bronze))
+            silver = _stored_silver(split.silver).sort_by([("event_datetime", "ascending"), ("event_id", "ascending")])
+            state = state_of(silver).select(STATE_SCHEMA.names)
             try:
-                for table, rows in (
-                    (QUARANTINE_TABLE, split.quarantine),
-                    (DUPLICATES_TABLE, split.duplicates),
-                    (
-                        SILVER_TABLE,
-                        _stored_silver(split.silver).sort_by(
-                            [("event_datetime", "ascending"), ("event_id", "ascending")]
-                        ),
-                    ),
-                ):
+                for table, rows in zip(tables, (split.quarantine, split.duplicates, state, silver), strict=True):
                     lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
             except CommitFailedError as conflict:
                 if log:
