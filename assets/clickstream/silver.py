@@ -34,6 +34,14 @@ from assets.clickstream.names import (
 )
 from assets.clickstream.parsing import parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
+from assets.quality import (
+    NOTHING_LOST_CHECK,
+    NOTHING_LOST_DESCRIPTION,
+    QUARANTINE_RATE_CHECK,
+    QUARANTINE_RATE_DESCRIPTION,
+    nothing_lost,
+    quarantine_rate,
+)
 from assets.streaming import Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
@@ -104,7 +112,6 @@ DUPLICATE_ARROW_SCHEMA = pyarrow.schema(
 # twice (producer retry, replay) is recognised by the hash of everything it says.
 _EVENT_ID_SQL = 'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"]))'
 _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
-QUARANTINE_RATE_THRESHOLD = 0.05
 # Materializations and backfills of silver take turns; the streaming run stays out of the pool (it would
 # hold it for minutes and block its successor): concurrent writers are resolved by the table's commits.
 SILVER_WRITER_POOL = "clickstream_silver_writer"
@@ -366,7 +373,6 @@ def _batch_report(batch: Batch, split: SilverRows) -> Report:
     }
     for event_date, bronze_rows in batch.rows_by_date().items():
         added = {name: counts.get(event_date, 0) for name, counts in by_date.items()}
-        accounted = added["silver"] + added["quarantine"] + added["duplicates"]
         report.materializations += [
             dg.AssetMaterialization(
                 "silver_clickstream_events",
@@ -377,30 +383,29 @@ def _batch_report(batch: Batch, split: SilverRows) -> Report:
                 "quarantine_clickstream_events", partition=event_date, metadata={"rows_added": added["quarantine"]}
             ),
         ]
-        rate = added["quarantine"] / bronze_rows if bronze_rows else 0.0
         reasons = split.quarantine.filter(
             pc.equal(split.quarantine["event_date"], pyarrow.scalar(event_date).cast(pyarrow.date32()))
+        )
+        lost_passed, lost_metadata = nothing_lost(
+            bronze_rows, clean=added["silver"], quarantined=added["quarantine"], duplicates=added["duplicates"]
+        )
+        rate_passed, rate_metadata = quarantine_rate(
+            bronze_rows, added["quarantine"], SilverRows(split.silver, reasons, split.duplicates).reasons()
         )
         report.checks += [
             dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("quarantine_clickstream_events"),
-                check_name="nothing_lost_check",
-                passed=accounted == bronze_rows,
-                metadata={"bronze_rows": bronze_rows, "accounted_rows": accounted, "scope": "micro-batch"},
+                check_name=NOTHING_LOST_CHECK,
+                passed=lost_passed,
+                metadata=lost_metadata | {"scope": "micro-batch"},
                 partition=event_date,
             ),
             dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("quarantine_clickstream_events"),
-                check_name="quarantine_rate_check",
-                passed=rate <= QUARANTINE_RATE_THRESHOLD,
+                check_name=QUARANTINE_RATE_CHECK,
+                passed=rate_passed,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "quarantine_rate": rate,
-                    "threshold": QUARANTINE_RATE_THRESHOLD,
-                    "quarantined": added["quarantine"],
-                    "reasons": dg.MetadataValue.json(SilverRows(split.silver, reasons, split.duplicates).reasons()),
-                    "scope": "micro-batch",
-                },
+                metadata=rate_metadata | {"scope": "micro-batch"},
                 partition=event_date,
             ),
         ]
@@ -562,21 +567,16 @@ def _check_nothing_lost(lake, event_date, _context, settle_seconds: float = 60.0
         if (settled and accounted == bronze_rows) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return accounted == bronze_rows, {"bronze_rows": bronze_rows, "accounted_rows": accounted, "duplicates": duplicates}
+    return nothing_lost(
+        bronze_rows, clean=counts[SILVER_TABLE], quarantined=counts[QUARANTINE_TABLE], duplicates=duplicates
+    )
 
 
 def _check_quarantine_rate(lake, event_date, _context):
-    frame = lake.scan(QUARANTINE_TABLE, [event_date], schema=QUARANTINE_ARROW_SCHEMA).to_pandas()
+    reasons = lake.scan(QUARANTINE_TABLE, [event_date], columns=["reason"], schema=QUARANTINE_ARROW_SCHEMA)["reason"]
     total = lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
-    rate = len(frame) / total if total else 0.0
-    sample = frame.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str).to_dict(orient="records")
-    return rate <= QUARANTINE_RATE_THRESHOLD, {
-        "quarantine_rate": rate,
-        "threshold": QUARANTINE_RATE_THRESHOLD,
-        "quarantined": len(frame),
-        "reasons": dg.MetadataValue.json(frame["reason"].value_counts().to_dict()),
-        "sample": dg.MetadataValue.json(sample),
-    }
+    counts = {c["values"]: c["counts"] for c in reasons.value_counts().to_pylist()} if len(reasons) else {}
+    return quarantine_rate(total, len(reasons), counts)
 
 
 @dg.asset_check(
@@ -601,9 +601,10 @@ def silver_unique_event_check(context: dg.AssetCheckExecutionContext, lake: Lake
 
 @dg.asset_check(
     asset="quarantine_clickstream_events",
+    name=NOTHING_LOST_CHECK,
     blocking=True,
     partitions_def=clickstream_daily_partitions,
-    description="Every bronze message of the date is in silver, in quarantine, or a counted duplicate.",
+    description=NOTHING_LOST_DESCRIPTION,
 )
 def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     return _per_date(context, lake, _check_nothing_lost)
@@ -611,13 +612,10 @@ def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResourc
 
 @dg.asset_check(
     asset="quarantine_clickstream_events",
+    name=QUARANTINE_RATE_CHECK,
     partitions_def=clickstream_daily_partitions,
-    description=f"Warns when more than {QUARANTINE_RATE_THRESHOLD:.0%} of a date's messages are quarantined.",
+    description=QUARANTINE_RATE_DESCRIPTION,
 )
 def quarantine_rate_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     result = _per_date(context, lake, _check_quarantine_rate)
     return dg.AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=dg.AssetCheckSeverity.WARN)
-
-
-def _preview(payload: bytes | None) -> str:
-    return "" if payload is None else payload[:200].decode("utf-8", errors="backslashreplace")
