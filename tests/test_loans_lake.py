@@ -3,13 +3,19 @@
 Real Kafka, real Delta tables, real DuckDB."""
 
 import importlib
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import dagster as dg
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from assets.loans import features as loan_features
+from assets.loans.cleaned import SEQUENCE, clean_pending
 from assets.loans.names import (
     CLEANED_DATASET,
     FEATURE_VERSION_ENV,
@@ -18,10 +24,13 @@ from assets.loans.names import (
     RAW_FILES_DATASET,
     REGISTRY_DATASET,
 )
+from assets.loans.raw import keep_landed
 from assets.loans.store import columns_of, read_features
 from demo.loans import applications
 from resources import LandingResource
+from resources.lake import CommitFailedError, write_table
 from sensors.loans import loans_landing_sensor
+from tests.conftest import ROOT
 from tests.test_loans import (
     BATCH_ASSETS,
     FIXTURE,
@@ -147,3 +156,37 @@ def test_feature_version_switch_is_one_setting_and_versions_read_side_by_side(
         importlib.reload(loan_features)
     monkeypatch.delenv(FEATURE_VERSION_ENV)
     assert importlib.reload(loan_features).active_feature_version() == 3  # unset: the latest version
+
+
+def test_cleaning_is_exactly_once_after_a_crash_and_against_a_concurrent_writer(lake, landing):
+    """A run killed between the quarantine's commit and the cleaned rows' commit is repeated without a
+    duplicate; a writer that read an older sequence cannot commit over a newer one."""
+    land(landing, FIXTURE)
+    land(landing, rows=applications([2007], 50, seed=11), name="loan_applications_2007b.csv")
+    keep_landed(landing, lake)
+    crashed = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from assets.loans.cleaned import clean_pending; from resources import LakeResource; "
+            f"clean_pending(LakeResource(root={lake.root!r}))",
+        ],
+        env={**os.environ, "PLATFORM_FAILPOINT": "loans_between_commits"},
+        cwd=ROOT,
+    )
+    assert crashed.returncode == -signal.SIGKILL
+    assert lake.table(CLEANED_DATASET) is None and lake.table(QUARANTINE_DATASET).count() == 4
+
+    batch = clean_pending(lake)
+    assert batch.received == len(batch.cleaned) + len(batch.quarantined) == 10 + 50
+    cleaned = lake.scan(CLEANED_DATASET).to_pandas()
+    assert sorted(cleaned["seq"]) == list(range(len(batch.cleaned))) and lake.table(QUARANTINE_DATASET).count() == 4
+    assert clean_pending(lake).received == 0  # nothing left: the tokens say so
+
+    land(landing, rows=applications([2007], 5, seed=12), name="late.csv")
+    keep_landed(landing, lake)
+    before = lake.version(CLEANED_DATASET)
+    assert len(clean_pending(lake).cleaned) == 5
+    with pytest.raises(CommitFailedError):  # what a concurrent run that read the sequence before would commit
+        write_table(lake, CLEANED_DATASET, pa.table({"seq": [0]}), tokens={SEQUENCE: 1}, version=before)
+    assert lake.table(CLEANED_DATASET).count() == len(batch.cleaned) + 5

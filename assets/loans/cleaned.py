@@ -22,6 +22,7 @@ from assets.loans.raw import bronze_messages, file_token, raw_files
 from assets.pandera_checks import schema_check_result
 from assets.streaming import APPEND_ATTEMPTS
 from resources import LakeResource
+from resources.faults import failpoint
 from resources.lake import CommitFailedError, write_table
 
 CLEANED_SCHEMA = pa.schema(
@@ -118,14 +119,14 @@ def _file_piece(name: str, data: bytes) -> _Piece:
     return _Piece(cleaned, bad, len(rows) + len(malformed), name, file_token(name), 1)
 
 
-def _pieces(lake: LakeResource, version: int | None) -> tuple[list[_Piece], int]:
+def _pieces(lake: LakeResource) -> tuple[list[_Piece], int]:
     """The kept files and bronze messages not cleaned yet, in arrival order, and the next seq. A file comes
     after the messages bronze held when it was kept (`after_offset`), so a rebuild from the raw layer puts
     every row at the same place. (A file kept while a stream run had already cleaned past its position,
     a race of milliseconds, goes after what was cleaned: there alone a rebuild could order differently.)"""
     files = raw_files(lake)
     ids = [SEQUENCE, BRONZE, *(file_token(f) for f in files["file"])]
-    held = lake.tokens(CLEANED_DATASET, ids, version=version) if version is not None else {}
+    held = lake.tokens(CLEANED_DATASET, ids)
     next_seq, done = held.get(SEQUENCE) or 0, held.get(BRONZE)
     done = -1 if done is None else done
     new = files[[held.get(file_token(f)) is None for f in files["file"]]]
@@ -151,8 +152,9 @@ def append_cleaned(lake: LakeResource) -> CleanedBatch:
     application takes its place on arrival: features already served are never rewritten). The quarantine
     is appended first, then the cleaned rows, each in one commit carrying the sources' tokens: a crashed
     run is repeated exactly, and a table appends nothing it already holds."""
+    # The sequence as read: a commit since then carrying its token makes ours fail (the caller starts over).
     version = lake.version(CLEANED_DATASET)
-    pieces, next_seq = _pieces(lake, version)
+    pieces, next_seq = _pieces(lake)
     cleaned = pd.concat([p.cleaned for p in pieces], ignore_index=True) if pieces else None
     if cleaned is None or cleaned.empty:
         cleaned = pd.DataFrame(columns=CLEANED_COLUMNS)
@@ -160,6 +162,7 @@ def append_cleaned(lake: LakeResource) -> CleanedBatch:
     cleaned = cleaned[CLEANED_COLUMNS]
     tokens = {p.token: p.last for p in pieces}
     _append_quarantine(lake, pieces)
+    failpoint("loans_between_commits")
     if pieces:
         rows = pa.Table.from_pandas(cleaned, preserve_index=False).cast(CLEANED_SCHEMA)
         tokens[SEQUENCE] = next_seq + len(cleaned)
@@ -180,7 +183,7 @@ def _append_quarantine(lake: LakeResource, pieces: list[_Piece]) -> None:
     the two commits, or a concurrent run, wrote them there), with the tokens of what they add."""
     version = lake.version(QUARANTINE_DATASET)
     ids = list({p.token for p in pieces})
-    held = lake.tokens(QUARANTINE_DATASET, ids, version=version) if version is not None else {}
+    held = lake.tokens(QUARANTINE_DATASET, ids)
     fresh, tokens = [], {}
     for p in pieces:
         token = held.get(p.token)

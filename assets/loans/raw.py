@@ -63,7 +63,7 @@ def keep_landed(landing: LandingResource, lake: LakeResource) -> list[str]:
     for landed in landing.landed(LANDING_DIR):
         data = landing.read(landed.key)
         new.setdefault(raw_name(data, landed.stem), (landed.key, data))
-    held = lake.tokens(RAW_FILES_DATASET, [file_token(n) for n in new], version=version) if version is not None else {}
+    held = lake.tokens(RAW_FILES_DATASET, [file_token(n) for n in new])
     new = {n: v for n, v in new.items() if held.get(file_token(n)) is None}
     if not new:
         return []

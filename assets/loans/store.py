@@ -145,7 +145,7 @@ def _update_features(lake: LakeResource, version: FeatureVersion, recompute: boo
     backfill), replacing only that version's rows."""
     table_version = lake.version(FEATURES_DATASET)
     ids = [version_token(v) for v in FEATURE_VERSIONS]
-    held = lake.tokens(FEATURES_DATASET, ids, version=table_version) if table_version is not None else {}
+    held = lake.tokens(FEATURES_DATASET, ids)
     token = None if recompute else held.get(version_token(version.version))
     next_seq, started, replace = token, "incremental", False
     if next_seq is None:
