@@ -70,9 +70,8 @@ def _retry_pending(record: RunRecord, now: float) -> bool:
     job=loans_batch_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description=f"Requests a batch run when an application file lands in {LANDING_DIR}/ under the landing root "
-    "(LANDING_ROOT), and again "
-    "(new run key, with back-off) until a run for that version of the files has succeeded.",
+    description=f"Requests a batch run when an application file lands in $LANDING_ROOT/{LANDING_DIR}/ (the landing "
+    "resource), and again (new run key, with back-off) until a run for that version of the files has succeeded.",
 )
 def loans_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingResource):
     """The cursor holds the signature of the landed files, the attempt number and whether a run for them has

@@ -20,6 +20,7 @@ from assets.loans.names import (
     CLEANED_DATASET,
     FEATURE_VERSION_ENV,
     FEATURES_DATASET,
+    LANDING_DIR,
     QUARANTINE_DATASET,
     RAW_FILES_DATASET,
     REGISTRY_DATASET,
@@ -190,3 +191,12 @@ def test_cleaning_is_exactly_once_after_a_crash_and_against_a_concurrent_writer(
     with pytest.raises(CommitFailedError):  # what a concurrent run that read the sequence before would commit
         write_table(lake, CLEANED_DATASET, pa.table({"seq": [0]}), tokens={SEQUENCE: 1}, version=before)
     assert lake.table(CLEANED_DATASET).count() == len(batch.cleaned) + 5
+
+
+def test_readme_names_the_landing_folder_the_sensor_reads_and_the_version_setting():
+    readme = (ROOT / "README.md").read_text()
+    env = (ROOT / "platform" / "env.sh").read_text()
+    assert LandingResource().root == "data/input" and "LANDING_ROOT=${LANDING_ROOT:-$root/data/input}" in env
+    assert f"`$LANDING_ROOT/{LANDING_DIR}/`" in readme and f"`data/input/{LANDING_DIR}/`" in readme
+    assert f"`{FEATURE_VERSION_ENV}`" in readme and f"export {FEATURE_VERSION_ENV}=" in env
+    assert f"$LANDING_ROOT/{LANDING_DIR}/" in (loans_landing_sensor.description or "")
