@@ -125,7 +125,8 @@ def build_feature_assets(version_number: int) -> list[dg.AssetsDefinition]:
             "Point in time: each row's features use only applications that arrived before it. Every version "
             "stays readable beside the others (its own partition of the table, with exactly its columns): "
             "DuckDB views loan_risk_features_v<N> and "
-            "loan_training_set_v<N>, Python assets.loans.store.training_set(lake, N, start, end)."
+            "loan_training_set_v<N>, Python assets.loans.store.training_set(lake, N, start, end). The version "
+            f"computed is the setting {FEATURE_VERSION_ENV}."
         ),
         metadata={
             "dagster/column_schema": feature_table_schema(version.version),
