@@ -24,6 +24,7 @@ from assets.clickstream.names import (
     BRONZE_TABLE,
     DUPLICATES_TABLE,
     EVENT_NAMES,
+    PERSONAL_FIELDS,
     PLATFORMS,
     QUARANTINE_TABLE,
     SILVER_TABLE,
@@ -35,6 +36,7 @@ from assets.streaming import Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
+from resources.privacy import masked_rows
 
 
 class SilverClickstreamEvent(pa.DataFrameModel):
@@ -533,7 +535,7 @@ def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
 
 
 def _check_schema(lake, event_date, _context):
-    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date))
+    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date), PERSONAL_FIELDS)
 
 
 def _check_unique(lake, event_date, _context):
@@ -563,13 +565,12 @@ def _check_quarantine_rate(lake, event_date, _context):
     frame = lake.scan(QUARANTINE_TABLE, [event_date], schema=QUARANTINE_ARROW_SCHEMA).to_pandas()
     total = lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
     rate = len(frame) / total if total else 0.0
-    sample = frame.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str).to_dict(orient="records")
     return rate <= QUARANTINE_RATE_THRESHOLD, {
         "quarantine_rate": rate,
         "threshold": QUARANTINE_RATE_THRESHOLD,
         "quarantined": len(frame),
         "reasons": dg.MetadataValue.json(frame["reason"].value_counts().to_dict()),
-        "sample": dg.MetadataValue.json(sample),
+        "sample": dg.MetadataValue.json(masked_rows(frame, PERSONAL_FIELDS)),
     }
 
 
@@ -611,7 +612,3 @@ def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResourc
 def quarantine_rate_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     result = _per_date(context, lake, _check_quarantine_rate)
     return dg.AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=dg.AssetCheckSeverity.WARN)
-
-
-def _preview(payload: bytes | None) -> str:
-    return "" if payload is None else payload[:200].decode("utf-8", errors="backslashreplace")
