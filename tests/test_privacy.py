@@ -15,6 +15,7 @@ import pytest
 from dagster_shared.serdes import serialize_value
 
 from assets.fraud.names import CHANGES_TOPIC, EVENTS_TOPIC, QUARANTINE_CHANGES
+from assets.loans import raw as loans_raw
 from assets.loans.names import LANDING_DIR
 from assets.loans.parsing import HEADER
 from assets.warehouse import raw, staging
@@ -259,7 +260,7 @@ def test_fraud_quarantine_and_alerts_show_no_personal_data(kafka_broker, instanc
     assert fraud.query(resources["lake"], fraud.SCD1, "SELECT count(*) FROM t") == [(1,)]
 
 
-def test_loans_quarantine_and_logs_show_no_personal_data(lake, warehouse, instance):
+def test_loans_quarantine_logs_and_failures_show_no_personal_data(lake, warehouse, instance, receiver, tmp_path):
     title = f"Car for {NAME}, call {PHONE}"
     rows = [
         ["1000.00", "2007-05-26", title, "693", "10%", ZIP, "NM", "4 years", "0"],
@@ -267,9 +268,9 @@ def test_loans_quarantine_and_logs_show_no_personal_data(lake, warehouse, instan
         ["lots", "2007-06-01", f"{EMAIL}", "600", "5%", ZIP, "CA", "1 year", "0"],  # invalid_amount
         [f"{STREET}", EMAIL, PHONE],  # not nine fields
     ]
-    target = lake.path(LANDING_DIR, "applications_2007.csv")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with open(target, "w", newline="") as handle:
+    landing = lake.path(LANDING_DIR)
+    landing.mkdir(parents=True, exist_ok=True)
+    with open(landing / "applications_2007.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(HEADER)
         writer.writerows(rows)
@@ -277,9 +278,23 @@ def test_loans_quarantine_and_logs_show_no_personal_data(lake, warehouse, instan
     assert getattr(loans.tick(loans_landing_sensor, instance, resources), "run_requests", None)
     loans.run(instance, resources, 1, loans.BATCH_ASSETS)
     text = event_log_text(instance)
-    assert_nothing_personal({"event log": text}, [FIRST, LAST, EMAIL, PHONE, STREET, ZIP])
     for reason in ("unparsable_date", "invalid_amount", "wrong_field_count"):
         assert reason in text, reason
+
+    # A file without its header line: the run fails, and its error does not quote the applicant's row.
+    with open(landing / "applications_2007_more.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows(rows[:1])
+    assets = [a for a in loans.loan_assets(1) if a is not loans_raw.bronze_loan_applications]
+    failed = dg.materialize(
+        assets, selection=loans.BATCH_ASSETS, resources=resources, instance=instance, raise_on_error=False
+    )
+    assert not failed.success
+    log = tmp_path / "alerts.jsonl"
+    alerts = AlertsResource(log_path=str(log), webhook_url=receiver.url, ui_url=UI)
+    send_alerts(instance, dg.Definitions(assets=assets, resources={**resources, "alerts": alerts}), alerts)
+    (alert,) = [row for row in log_lines(log) if row["type"] == "alert"]
+    assert "unexpected header of 9 fields" in alert["reason"] and len(receiver.bodies) == 1
+    assert_nothing_personal(operator_channels(instance, log, receiver), [FIRST, LAST, EMAIL, PHONE, STREET, ZIP])
 
 
 def test_masking_keeps_reasons_and_coordinates_and_hides_personal_values():
