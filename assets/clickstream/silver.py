@@ -27,6 +27,7 @@ from assets.clickstream.names import (
     BRONZE_TABLE,
     DUPLICATES_TABLE,
     EVENT_NAMES,
+    PERSONAL_FIELDS,
     PLATFORMS,
     QUARANTINE_TABLE,
     SILVER_TABLE,
@@ -46,6 +47,7 @@ from assets.streaming import Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
+from resources.privacy import masked_rows
 
 
 class SilverClickstreamEvent(pa.DataFrameModel):
@@ -544,7 +546,7 @@ def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
 
 
 def _check_schema(lake, event_date, _context):
-    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date))
+    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date), PERSONAL_FIELDS)
 
 
 def _check_unique(lake, event_date, _context):
@@ -573,10 +575,10 @@ def _check_nothing_lost(lake, event_date, _context, settle_seconds: float = 60.0
 
 
 def _check_quarantine_rate(lake, event_date, _context):
-    reasons = lake.scan(QUARANTINE_TABLE, [event_date], columns=["reason"], schema=QUARANTINE_ARROW_SCHEMA)["reason"]
+    frame = lake.scan(QUARANTINE_TABLE, [event_date], schema=QUARANTINE_ARROW_SCHEMA).to_pandas()
     total = lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
-    counts = {c["values"]: c["counts"] for c in reasons.value_counts().to_pylist()} if len(reasons) else {}
-    return quarantine_rate(total, len(reasons), counts)
+    passed, metadata = quarantine_rate(total, len(frame), frame["reason"].value_counts().to_dict())
+    return passed, metadata | {"sample": dg.MetadataValue.json(masked_rows(frame, PERSONAL_FIELDS))}
 
 
 @dg.asset_check(

@@ -7,7 +7,7 @@ import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from assets.loans.names import CLEANED_DATASET, QUARANTINE_DATASET
+from assets.loans.names import CLEANED_DATASET, PERSONAL_FIELDS, QUARANTINE_DATASET
 from assets.loans.parsing import (
     CLEANED_COLUMNS,
     QUARANTINE_COLUMNS,
@@ -269,6 +269,7 @@ def loan_applications(context: dg.AssetExecutionContext, lake: LakeResource):
         batch.cleaned,
         asset_key="loan_applications",
         check_name="loan_applications_schema_check",
+        personal=PERSONAL_FIELDS,
     )
     accounted = len(batch.cleaned) + len(batch.quarantined)
     yield dg.AssetCheckResult(

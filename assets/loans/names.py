@@ -14,3 +14,7 @@ FEATURES_DATASET = "features/loan_risk_features"
 REGISTRY_DATASET = "features/loan_feature_registry"
 # The environment variable that names the active feature version (read when the code location loads).
 FEATURE_VERSION_ENV = "LOAN_FEATURE_VERSION"
+
+# Fields that may identify an applicant (the title is free text): masked wherever a row is shown to
+# operators (resources/privacy.py).
+PERSONAL_FIELDS = ("zip_code", "loan_title")

@@ -12,6 +12,7 @@ from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
 from assets.warehouse.names import warehouse_daily_partitions
 from assets.warehouse.raw import raw_path
 from resources import LakeResource, PseudonymizerResource
+from resources.privacy import masked_rows
 from resources.warehouse import engine
 
 _TS = {"dtype_kwargs": {"unit": "us", "tz": "UTC"}}
@@ -201,14 +202,16 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             metadata={"dagster/row_count": len(staged), "versions_received": received, "quarantined": len(quarantine)}
         )
-        result = schema_check_result(model, staged, asset_key=name, check_name=f"{name}_schema_check")
+        result = schema_check_result(
+            model, staged, asset_key=name, check_name=f"{name}_schema_check", personal=entity.personal
+        )
         yield result
         yield dg.AssetCheckResult(
             check_name=f"{name}_quarantine_check",
             passed=quarantine.empty,
             metadata={
                 "quarantined": len(quarantine),
-                "sample": dg.MetadataValue.json(quarantine.head(5).astype(str).to_dict(orient="records")),
+                "sample": dg.MetadataValue.json(masked_rows(quarantine, entity.personal)),
             },
         )
 
