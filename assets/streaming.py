@@ -44,6 +44,9 @@ from resources.lake import CommitFailedError
 # (read by the partitions sensors).
 TOUCHED_DATES = "event_dates"
 
+# The tag that says which share of a topic's partitions an ingest run reads: "<shard>/<shards>".
+SHARD_TAG = "platform/shard"
+
 # How often an append that lost a commit race to a concurrent writer is tried again.
 APPEND_ATTEMPTS = 20
 
@@ -74,12 +77,16 @@ class IngestConfig(dg.Config):
     """What an ingest run moves: the records from the consumer group's committed offsets up to
     `until_offsets` (partition -> end offset, exclusive; all pending records when empty). With
     `follow_seconds` > 0 the run keeps following the topic that long, a micro-batch at a time: a run's
-    start-up (loading the code location) is paid once, not per batch."""
+    start-up (loading the code location) is paid once, not per batch. `shard` of `shards`: the share of
+    the topic's partitions this run reads (one following run per shard)."""
 
     until_offsets: dict[str, int] = {}
     max_records_per_partition: int = 500_000
     follow_seconds: float = 0.0
     poll_interval_seconds: float = 0.25
+    # Ingest scaled out by Kafka partition: this run reads only the partitions p with p % shards == shard.
+    shard: int = 0
+    shards: int = 1
 
 
 @dataclass
@@ -219,7 +226,14 @@ def ingest_batch(
     return batch, report
 
 
-def append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, schema: pa.Schema | None = None) -> int:
+def append_once(
+    lake: LakeResource,
+    table: str,
+    rows: pa.Table,
+    batch: Batch,
+    schema: pa.Schema | None = None,
+    change_feed: bool = False,
+) -> int:
     """Append to `table` the `rows` derived from `batch` (with `partition` and `event_date` columns) that
     it does not hold yet, stored as `schema` (default: as they are), in one commit carrying a token per
     (Kafka partition, date) of the batch: a retry of the batch, or a batch a backfill of its date
@@ -228,7 +242,7 @@ def append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, sc
     wanted = {date_token(batch.topic, p["partition"], p["event_date"].isoformat()): p["partition"] for p in pairs}
     for attempt in range(APPEND_ATTEMPTS):
         try:
-            return _append_once(lake, table, rows, batch, schema, wanted)
+            return _append_once(lake, table, rows, batch, schema, wanted, change_feed)
         except CommitFailedError:
             # delta-rs fails an append when a concurrent commit replaced any date of the table (it treats an
             # append as a read of the whole table): check the tokens again and retry.
@@ -238,7 +252,9 @@ def append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, sc
     return 0
 
 
-def _append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, schema, wanted: dict) -> int:
+def _append_once(
+    lake: LakeResource, table: str, rows: pa.Table, batch: Batch, schema, wanted: dict, change_feed: bool
+) -> int:
     written = lake.tokens(table, list(wanted))
     tokens = {a: batch.ranges[p][1] for a, p in wanted.items() if _newer(batch.ranges[p][1], written[a])}
     if not tokens:
@@ -253,7 +269,8 @@ def _append_once(lake: LakeResource, table: str, rows: pa.Table, batch: Batch, s
             "",
         )
         rows = rows.filter(pc.is_in(ids, pa.array(sorted(keep))))
-    lake.append(table, rows if schema is None else rows.select(schema.names).cast(schema), tokens=tokens)
+    stored = rows if schema is None else rows.select(schema.names).cast(schema)
+    lake.append(table, stored, tokens=tokens, change_feed=change_feed)
     return rows.num_rows
 
 
@@ -296,8 +313,9 @@ class TopicReader:
     offsets, reads the planned ranges and commits, without a new connection per batch. Records fetched
     beyond a range are kept for the next one, so a run reads every record once."""
 
-    def __init__(self, kafka: KafkaResource, topic: str, group_id: str | None):
+    def __init__(self, kafka: KafkaResource, topic: str, group_id: str | None, shard: int = 0, shards: int = 1):
         self.kafka, self.topic, self.group_id = kafka, topic, group_id
+        self.shard, self.shards = shard, shards
         self._open = kafka.consumer(
             group_id, max_partition_fetch_bytes=8 * 1024 * 1024, fetch_max_bytes=64 * 1024 * 1024
         )
@@ -316,7 +334,8 @@ class TopicReader:
 
     def pending(self) -> dict[int, tuple[int, int]]:
         assert self.group_id is not None, "a reader without a consumer group has no committed offsets"
-        return self.kafka.pending_offsets(self.topic, self.group_id, self.consumer)
+        offsets = self.kafka.pending_offsets(self.topic, self.group_id, self.consumer)
+        return {p: r for p, r in offsets.items() if p % self.shards == self.shard}
 
     def commit(self, next_offsets: dict[int, int]) -> None:
         assert self.group_id is not None, "a reader without a consumer group cannot commit"
@@ -402,29 +421,44 @@ def gc_paused() -> Iterator[None]:
 # -- the following run ------------------------------------------------------------------------------------
 
 
+def _shard(run: dg.DagsterRun) -> tuple[int, int]:
+    shard, _, shards = run.tags.get(SHARD_TAG, "0/1").partition("/")
+    return int(shard), int(shards)
+
+
+def _overlaps(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """Whether two shards may read a common partition: the same shard of the same count, or any shards
+    of different counts (a change of the shard count waits for every run of the former count)."""
+    return a == b or a[1] != b[1]
+
+
 def wait_for_earlier_runs(context: dg.AssetExecutionContext, poll_seconds: float = 0.2) -> None:
-    """Hand-off between consecutive ingest runs of a stream: the next run is launched while the current
-    one still follows the topic (so its start-up overlaps), and consumes only once the earlier runs of
-    its job have ended. One consumer at a time, no gap while a run process starts."""
+    """Hand-off between consecutive ingest runs of a stream's shard: the next run is launched while the
+    current one still follows the topic (so its start-up overlaps), and consumes only once the earlier
+    runs of its job that may read its partitions have ended. One consumer per partition at a time, no
+    gap while a run process starts."""
     instance, job = context.instance, context.job_name
     me = instance.get_run_record_by_id(context.run.run_id)
     if me is None:
         return
+    mine = _shard(context.run)
     while True:
         records = instance.get_run_records(dg.RunsFilter(job_name=job, statuses=ACTIVE_RUN_STATUSES))
         if not [
             r
             for r in records
-            if r.dagster_run.run_id != context.run.run_id and r.create_timestamp < me.create_timestamp
+            if r.dagster_run.run_id != context.run.run_id
+            and r.create_timestamp < me.create_timestamp
+            and _overlaps(_shard(r.dagster_run), mine)
         ]:
             return
         time.sleep(poll_seconds)
 
 
 def successor_starting(context: dg.AssetExecutionContext) -> bool:
-    """Whether a later run of this job was launched and has not started executing yet: a following run
-    keeps following until then (its successor's start-up can outlast the sensor's head start on a
-    busy machine), so that no gap opens at the hand-off."""
+    """Whether a later run of this job's shard was launched and has not started executing yet: a
+    following run keeps following until then (its successor's start-up can outlast the sensor's head
+    start on a busy machine), so that no gap opens at the hand-off."""
     me = context.instance.get_run_record_by_id(context.run.run_id)
     starting = context.instance.get_run_records(
         dg.RunsFilter(
@@ -432,7 +466,10 @@ def successor_starting(context: dg.AssetExecutionContext) -> bool:
             statuses=[dg.DagsterRunStatus.QUEUED, dg.DagsterRunStatus.NOT_STARTED, dg.DagsterRunStatus.STARTING],
         )
     )
-    return me is not None and any(r.create_timestamp > me.create_timestamp for r in starting)
+    mine = _shard(context.run)
+    return me is not None and any(
+        r.create_timestamp > me.create_timestamp and _overlaps(_shard(r.dagster_run), mine) for r in starting
+    )
 
 
 def follow(
@@ -447,7 +484,8 @@ def follow(
     started, at most another window), each reported as it lands. Yields every batch that had records;
     the run's own events are logged here."""
     wait_for_earlier_runs(context)
-    with TopicReader(kafka, kafka.topic(stream.topic), kafka.group(stream.group_id)) as reader:
+    topic, group = kafka.topic(stream.topic), kafka.group(stream.group_id)
+    with TopicReader(kafka, topic, group, config.shard, config.shards) as reader:
         yield from _follow(context, config, kafka, lake, stream, writer, reader)
 
 

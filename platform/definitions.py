@@ -63,7 +63,9 @@ defs = dg.Definitions(
     schedules=[commerce_warehouse_schedule, clickstream_freshness_schedule, clickstream_daily_close_schedule],
     sensors=[clickstream_kafka_sensor, loans_kafka_sensor, loans_landing_sensor] + FRAUD_SENSORS + ALERT_SENSORS,
     resources={
-        "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
+        "kafka": KafkaResource(
+            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"), ingest_shards=dg.EnvVar.int("INGEST_SHARDS")
+        ),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
         "warehouse": WarehouseResource(database=dg.EnvVar("DUCKDB_DATABASE")),
         "pseudonymizer": PseudonymizerResource(key=dg.EnvVar("PSEUDONYMIZATION_KEY")),

@@ -5,6 +5,8 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="$root/.venv/bin:$PATH"
 export KAFKA_PORT=${KAFKA_PORT:-9092}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
+# Ingest runs per topic, each following its share of the partitions (p % INGEST_SHARDS): 1 on a laptop.
+export INGEST_SHARDS=${INGEST_SHARDS:-1}
 export LAKE_ROOT=${LAKE_ROOT:-$root/data/lake}
 export DUCKDB_DATABASE=${DUCKDB_DATABASE:-$root/data/warehouse.duckdb}
 export DAGSTER_HOME=${DAGSTER_HOME:-$root/.local/dagster}

@@ -21,6 +21,9 @@ class KafkaResource(ConfigurableResource):
     request_timeout_ms: int = 15_000
     # Prefixed to every topic and consumer group name: several environments (or tests) share a broker.
     namespace: str = ""
+    # Ingest runs per topic, each reading its share of the partitions (INGEST_SHARDS): 1 on a laptop; up
+    # to the topic's partition count where one core per topic is not enough.
+    ingest_shards: int = 1
 
     def topic(self, name: str) -> str:
         return f"{self.namespace}{name}"

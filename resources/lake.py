@@ -223,9 +223,12 @@ class LakeResource(ConfigurableResource):
     def _at(self, name: str, version: int) -> DeltaTable:
         return DeltaTable(self.uri(name), version=version, storage_options=self.storage_options())
 
-    def append(self, name: str, rows: pa.Table, *, tokens: dict[str, int] | None = None) -> None:
+    def append(
+        self, name: str, rows: pa.Table, *, tokens: dict[str, int] | None = None, change_feed: bool = False
+    ) -> None:
         """Append `rows` to table `name` (partitioned by `event_date`) in one commit, recording `tokens`
-        (app id -> version) in the same commit. An empty `rows` still commits the tokens."""
+        (app id -> version) in the same commit. An empty `rows` still commits the tokens. `change_feed`:
+        a table created here records its changes (`changes`)."""
         commit = CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
         target = self.table(name) or self.uri(name)
         write_deltalake(
@@ -235,10 +238,18 @@ class LakeResource(ConfigurableResource):
             partition_by=["event_date"],
             storage_options=self.storage_options(),
             commit_properties=commit,
+            configuration=_CHANGE_FEED if change_feed and isinstance(target, str) else None,
         )
 
     def replace_dates(
-        self, name: str, rows: pa.Table, dates: list[str], *, tokens: dict[str, int] | None = None, version=None
+        self,
+        name: str,
+        rows: pa.Table,
+        dates: list[str],
+        *,
+        tokens: dict[str, int] | None = None,
+        version=None,
+        change_feed: bool = False,
     ) -> None:
         """Make the `dates` of table `name` hold exactly `rows`, in one commit; other dates are untouched.
         `version`: the table version the rows were computed from; if a concurrent writer added rows to
@@ -250,6 +261,7 @@ class LakeResource(ConfigurableResource):
         write_deltalake(
             table if table is not None else self.uri(name),
             rows,
+            configuration=_CHANGE_FEED if change_feed and table is None else None,
             mode="overwrite",
             predicate=" OR ".join(f"event_date = '{d}'" for d in dates) or "false",
             partition_by=["event_date"],
@@ -281,6 +293,12 @@ class LakeResource(ConfigurableResource):
             in_dates = pads.field("event_date").isin(pa.array([dt.date.fromisoformat(d) for d in dates]))
             where = in_dates if where is None else in_dates & where
         return dataset.to_table(columns=columns, filter=where)
+
+    def changes(self, name: str, after_version: int, to_version: int) -> pa.Table:
+        """The rows committed to table `name` after `after_version` up to `to_version` (its change feed):
+        inserted rows, and deleted ones where a commit replaced a date, with `_change_type`."""
+        table = self._at(name, to_version)
+        return pa.table(table.load_cdf(starting_version=after_version + 1, ending_version=to_version))
 
     def count_by_date(self, name: str, dates: list[str] | None = None) -> dict[str, int]:
         """Rows per date partition from the table's log (file statistics): no data file is read."""
@@ -339,6 +357,9 @@ class LakeResource(ConfigurableResource):
 _TABLES: dict[str, DeltaTable] = {}
 
 __all__ = ["CommitFailedError", "LakeResource"]
+
+
+_CHANGE_FEED = {"delta.enableChangeDataFeed": "true"}
 
 
 @functools.cache

@@ -2,7 +2,8 @@
 
 `kafka_ingest_sensor`: Kafka's committed offsets (written by runs only after bronze is durable) are the
 record of what was consumed, not the sensor cursor: a failed run leaves them unchanged, so the next
-tick requests the same range again. At most one ingest run per topic is in flight.
+tick requests the same range again. A topic's partitions are split into `KafkaResource.ingest_shards`
+shards (p % shards): each shard has at most one following run (plus its successor) in flight.
 
 `bronze_partitions_sensor`: each bronze materialization names the date partitions it touched; one run
 of the downstream job per touched date rebuilds exactly those partitions.
@@ -14,7 +15,7 @@ import time
 import dagster as dg
 from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
 
-from assets.streaming import ACTIVE_RUN_STATUSES, TOUCHED_DATES, IngestConfig
+from assets.streaming import ACTIVE_RUN_STATUSES, SHARD_TAG, TOUCHED_DATES, IngestConfig
 from resources import KafkaResource
 
 # A following run's successor is launched this long before the run stops following, to cover the
@@ -43,49 +44,52 @@ def kafka_ingest_sensor(
         f"consumer group {group_id!r} has not committed.",
     )
     def _sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource):
-        active = context.instance.get_run_records(
-            dg.RunsFilter(job_name=job.name, statuses=ACTIVE_RUN_STATUSES), limit=2
-        )
-        if len(active) > 1:
-            return dg.SkipReason(f"ingest run {active[0].dagster_run.run_id} and its successor are in flight")
-        if active:
-            run = active[0]
-            started = run.start_time or run.create_timestamp.timestamp()
-            if not follow_seconds or started + follow_seconds - time.time() > HANDOFF_SECONDS:
-                return dg.SkipReason(f"ingest run {run.dagster_run.run_id} is still in flight")
-            successor = IngestConfig(follow_seconds=follow_seconds)
-            return dg.SensorResult(
-                run_requests=[
-                    dg.RunRequest(
-                        run_config=dg.RunConfig(ops={asset_name: successor}),
-                        tags={"platform/topic": topic, "platform/successor_of": run.dagster_run.run_id},
-                    )
-                ],
-                cursor=json.dumps({"successor_of": run.dagster_run.run_id}),
-            )
+        shards = kafka.ingest_shards
+        active = context.instance.get_run_records(dg.RunsFilter(job_name=job.name, statuses=ACTIVE_RUN_STATUSES))
         try:
             offsets = kafka.pending_offsets(kafka.topic(topic), kafka.group(group_id))
         except Exception as error:  # the broker is down or the topic is missing: say so, retry next tick
             return dg.SkipReason(f"cannot read offsets of {topic!r}: {error}")
-        pending = {p: (start, end) for p, (start, end) in offsets.items() if end > start}
-        if not pending:
-            return dg.SkipReason(f"no pending records on {topic!r}")
-        records = sum(end - start for start, end in pending.values())
+        requests, skipped = [], []
+        for shard in range(shards):
+            tag = f"{shard}/{shards}"
+            in_flight = [r for r in active if r.dagster_run.tags.get(SHARD_TAG, "0/1") == tag]
+            request = _shard_request(shard, shards, in_flight, offsets)
+            if isinstance(request, str):
+                skipped.append(f"shard {tag}: {request}")
+            else:
+                requests.append(request)
+        if not requests:
+            return dg.SkipReason("; ".join(skipped))
         return dg.SensorResult(
-            run_requests=[
-                dg.RunRequest(
-                    run_config=dg.RunConfig(
-                        ops={
-                            asset_name: IngestConfig(
-                                until_offsets={str(p): e for p, (_, e) in pending.items()},
-                                follow_seconds=follow_seconds,
-                            )
-                        }
-                    ),
-                    tags={"platform/topic": topic, "platform/pending_records": str(records)},
-                )
-            ],
-            cursor=json.dumps({"requested": {str(p): [s, e] for p, (s, e) in pending.items()}}),
+            run_requests=requests,
+            cursor=json.dumps({"requested": [r.tags for r in requests]}),
+        )
+
+    def _shard_request(shard: int, shards: int, in_flight: list, offsets: dict) -> dg.RunRequest | str:
+        """The run a shard needs: a successor when its following run nears its end, a run for its pending
+        records when none is in flight; else why not."""
+        tags = {"platform/topic": topic, SHARD_TAG: f"{shard}/{shards}"}
+        config = {"shard": shard, "shards": shards, "follow_seconds": follow_seconds}
+        if len(in_flight) > 1:
+            return f"run {in_flight[0].dagster_run.run_id} and its successor are in flight"
+        if in_flight:
+            run = in_flight[0]
+            started = run.start_time or run.create_timestamp.timestamp()
+            if not follow_seconds or started + follow_seconds - time.time() > HANDOFF_SECONDS:
+                return f"run {run.dagster_run.run_id} is still in flight"
+            return dg.RunRequest(
+                run_config=dg.RunConfig(ops={asset_name: IngestConfig(**config)}),
+                tags=tags | {"platform/successor_of": run.dagster_run.run_id},
+            )
+        pending = {p: (s, e) for p, (s, e) in offsets.items() if e > s and p % shards == shard}
+        if not pending:
+            return f"no pending records on {topic!r}"
+        records = sum(end - start for start, end in pending.values())
+        until = {str(p): e for p, (_, e) in pending.items()}
+        return dg.RunRequest(
+            run_config=dg.RunConfig(ops={asset_name: IngestConfig(until_offsets=until, **config)}),
+            tags=tags | {"platform/pending_records": str(records)},
         )
 
     return _sensor

@@ -2,13 +2,14 @@
 
 import copy
 import datetime as dt
+import hashlib
 import json
 
 import dagster as dg
 import duckdb
 
 from assets.clickstream import bronze, gold, silver
-from assets.clickstream.names import QUARANTINE_TABLE, SILVER_TABLE, TOPIC
+from assets.clickstream.names import DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE, QUARANTINE_TABLE, SILVER_TABLE, TOPIC
 from demo.clickstream import event
 from resources import KafkaResource, LakeResource
 from resources.warehouse import load_delta
@@ -22,8 +23,10 @@ def produce(kafka: KafkaResource, values: list[bytes], partitions: int = 3) -> N
     topic = kafka.topic(TOPIC)
     kafka.ensure_topic(topic, partitions)
     producer = kafka.producer(acks="all")
-    for i, value in enumerate(values):
-        producer.send(topic, value=value, key=f"user_{i % 7}".encode())
+    for value in values:
+        # Keyed by content, as a producer keyed by event or user id: a re-sent message lands in the same
+        # partition as its first delivery (what lets ingest shards, each reading its partitions, deduplicate).
+        producer.send(topic, value=value, key=hashlib.md5(value).digest()[:8])
     producer.flush()
     producer.close()
 
@@ -94,3 +97,36 @@ def data_files(lake: LakeResource, table: str) -> list[str]:
 
 def quarantine(lake: LakeResource, sql: str = "SELECT reason, count(*) FROM t GROUP BY 1 ORDER BY 1"):
     return query(sql, lake, QUARANTINE_TABLE)
+
+
+GOLD_FROM_SILVER = {
+    # The definitions, computed over the whole of silver: what the stream's per-batch counting must equal.
+    DAILY_METRICS_TABLE: """
+        SELECT event_date, event_name, platform, count(*) AS events, count(DISTINCT user_id) AS users,
+               count(DISTINCT "SKU") AS products
+        FROM t GROUP BY ALL ORDER BY ALL""",
+    PRODUCT_FUNNEL_TABLE: """
+        WITH pairs AS (
+            SELECT event_date, "SKU", user_id, min(product_name) AS product_name,
+                   min(event_datetime) FILTER (event_name = 'view') AS v,
+                   max(event_datetime) FILTER (event_name = 'click') AS c,
+                   max(event_datetime) FILTER (event_name = 'purchase') AS p
+            FROM t WHERE "SKU" IS NOT NULL GROUP BY ALL)
+        SELECT event_date, "SKU", min(product_name), count(v), count(*) FILTER (c >= v),
+               count(*) FILTER (c >= v AND p >= v)
+        FROM pairs GROUP BY ALL ORDER BY ALL""",
+}
+GOLD_COLUMNS = {
+    DAILY_METRICS_TABLE: "event_date, event_name, platform, events, users, products",
+    PRODUCT_FUNNEL_TABLE: 'event_date, "SKU", product_name, viewers, clickers, purchasers',
+}
+
+
+def assert_gold_counted_from_silver(lake: LakeResource) -> dict[str, list]:
+    """Assert that both gold tables hold what their definitions give over the whole of silver; returns them."""
+    gold = {
+        table: query(f"SELECT {GOLD_COLUMNS[table]} FROM t ORDER BY ALL", lake, table) for table in GOLD_FROM_SILVER
+    }
+    for table, sql in GOLD_FROM_SILVER.items():
+        assert gold[table] == query(sql, lake), table
+    return gold

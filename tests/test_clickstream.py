@@ -19,6 +19,7 @@ from assets.clickstream.names import (
 from demo.clickstream import IRREGULAR_KINDS, event, generate, irregular
 from sensors.clickstream import clickstream_kafka_sensor
 from tests.clickstream_pipeline import (
+    assert_gold_counted_from_silver,
     data_files,
     produce,
     quarantine,
@@ -220,29 +221,6 @@ def test_a_sensor_run_follows_the_topic_and_lands_each_micro_batch(kafka, lake, 
     assert all(start == end for start, end in pending.values())
 
 
-GOLD_FROM_SILVER = {
-    # The definitions, computed over the whole of silver: what the stream's per-batch counting must equal.
-    DAILY_METRICS_TABLE: """
-        SELECT event_date, event_name, platform, count(*) AS events, count(DISTINCT user_id) AS users,
-               count(DISTINCT "SKU") AS products
-        FROM t GROUP BY ALL ORDER BY ALL""",
-    PRODUCT_FUNNEL_TABLE: """
-        WITH pairs AS (
-            SELECT event_date, "SKU", user_id, min(product_name) AS product_name,
-                   min(event_datetime) FILTER (event_name = 'view') AS v,
-                   max(event_datetime) FILTER (event_name = 'click') AS c,
-                   max(event_datetime) FILTER (event_name = 'purchase') AS p
-            FROM t WHERE "SKU" IS NOT NULL GROUP BY ALL)
-        SELECT event_date, "SKU", min(product_name), count(v), count(*) FILTER (c >= v),
-               count(*) FILTER (c >= v AND p >= v)
-        FROM pairs GROUP BY ALL ORDER BY ALL""",
-}
-GOLD_COLUMNS = {
-    DAILY_METRICS_TABLE: "event_date, event_name, platform, events, users, products",
-    PRODUCT_FUNNEL_TABLE: 'event_date, "SKU", product_name, viewers, clickers, purchasers',
-}
-
-
 def test_gold_kept_by_the_stream_equals_gold_counted_from_silver(kafka, lake, resources, instance):
     stream = [m for _, m in generate(6000, seed=21, start=NOON - dt.timedelta(hours=3), late_rate=0.05)]
     # Two ingest runs: the second loads the aggregate state the first stored, as a successor or a run
@@ -253,15 +231,10 @@ def test_gold_kept_by_the_stream_equals_gold_counted_from_silver(kafka, lake, re
     dates = sorted(d for (d,) in query("SELECT DISTINCT event_date::VARCHAR FROM t", lake))
     assert len(dates) > 1  # late events reached earlier dates
 
-    def gold(table: str) -> list:
-        return query(f"SELECT {GOLD_COLUMNS[table]} FROM t ORDER BY ALL", lake, table)
-
-    for table, sql in GOLD_FROM_SILVER.items():
-        assert gold(table) == query(sql, lake)
+    kept = assert_gold_counted_from_silver(lake)
     # The daily close (a date rebuilt from bronze, gold counted from the rebuilt state) changes nothing.
-    kept = {table: gold(table) for table in GOLD_FROM_SILVER}
     assert run_date(instance, resources, dates[-1]).success
-    assert {table: gold(table) for table in GOLD_FROM_SILVER} == kept
+    assert assert_gold_counted_from_silver(lake) == kept
 
 
 def test_a_user_reaches_each_funnel_stage_in_order_whatever_order_the_events_arrive_in():

@@ -19,7 +19,7 @@ from assets.clickstream.names import (
 from assets.clickstream.silver import rebuild_dates
 from demo.clickstream import IRREGULAR_KINDS, event, irregular
 from resources import KafkaResource, LakeResource
-from tests.clickstream_pipeline import produce, query, run_date, run_pipeline
+from tests.clickstream_pipeline import assert_gold_counted_from_silver, produce, query, run_date, run_pipeline
 from tests.conftest import ROOT, free_port
 
 # One event per second from here: 200,000 of them end 11.6 hours before today began, whatever the time
@@ -45,28 +45,50 @@ def labelled_stream(valid: int, duplicates: int, broken: int) -> tuple[list[byte
     return messages, {f"u{i}" for i in range(valid)}
 
 
-def ingest_process(kafka: KafkaResource, lake: str, failpoint: str | None, max_records: int):
+def ingest_command(kafka: KafkaResource, lake: str, max_records: int, shard: str = "0/1") -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "tests.ingest_worker",
+        "--bootstrap",
+        kafka.bootstrap_servers,
+        "--namespace",
+        kafka.namespace,
+        "--lake",
+        lake,
+        "--max-records",
+        str(max_records),
+        "--shard",
+        shard,
+    ]
+
+
+def ingest_process(kafka: KafkaResource, lake: str, failpoint: str | None, max_records: int, shard: str = "0/1"):
     env = {**os.environ, "PLATFORM_FAILPOINT": failpoint or ""}
     return subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "tests.ingest_worker",
-            "--bootstrap",
-            kafka.bootstrap_servers,
-            "--namespace",
-            kafka.namespace,
-            "--lake",
-            lake,
-            "--max-records",
-            str(max_records),
-        ],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
+        ingest_command(kafka, lake, max_records, shard), cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
     )
+
+
+def shards_at_once(kafka: KafkaResource, lake: str, max_records: int, shards: int) -> list[int]:
+    """One ingest batch per shard, the shards' processes running at the same time: records read by each."""
+    workers = [
+        subprocess.Popen(
+            ingest_command(kafka, lake, max_records, f"{k}/{shards}"),
+            cwd=ROOT,
+            env={**os.environ, "PLATFORM_FAILPOINT": ""},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(shards)
+    ]
+    records = []
+    for worker in workers:
+        out, err = worker.communicate(timeout=300)
+        assert worker.returncode == 0, err
+        records.append(json.loads(out.strip().splitlines()[-1])["records"])
+    return records
 
 
 def assert_exactly_once(lake: LakeResource, kafka: KafkaResource, produced: int, users: set[str], broken: int):
@@ -86,22 +108,25 @@ def assert_exactly_once(lake: LakeResource, kafka: KafkaResource, produced: int,
     assert all(start == end for start, end in pending.values())
 
 
-def test_sigkill_at_every_step_loses_and_duplicates_nothing(kafka, lake):
-    messages, users = labelled_stream(valid=196_000, duplicates=2_000, broken=2_000)
-    produce(kafka, messages)
+@pytest.mark.parametrize("shards", [1, 2])
+def test_sigkill_at_every_step_loses_and_duplicates_nothing(kafka, lake, shards):
+    """25 SIGKILLs at the five fail points (with 2 shards: alternately in each shard's process), then
+    plain runs (with 2 shards: both shards' processes at once, on the same tables) until nothing is pending."""
+    messages, users = labelled_stream(valid=196_000 // shards, duplicates=2_000, broken=2_000)
+    produce(kafka, messages, partitions=4)
     kills = 0
     for round_ in range(25):
         point = CRASH_POINTS[round_ % len(CRASH_POINTS)]
-        crashed = ingest_process(kafka, lake.root, point, max_records=6_000)
+        crashed = ingest_process(kafka, lake.root, point, max_records=6_000, shard=f"{round_ % shards}/{shards}")
         assert crashed.returncode == -9, (point, crashed.stdout, crashed.stderr)
         kills += 1
     assert kills >= 20
     for _ in range(60):  # recovery: plain runs until nothing is pending
-        finished = ingest_process(kafka, lake.root, None, max_records=50_000)
-        assert finished.returncode == 0, finished.stderr
-        if json.loads(finished.stdout.strip().splitlines()[-1])["records"] == 0:
+        if sum(shards_at_once(kafka, lake.root, 50_000, shards)) == 0:
             break
     assert_exactly_once(lake, kafka, len(messages), users, broken=2_000)
+    # Gold, kept per batch by the crashed and concurrent runs, equals gold counted from silver.
+    assert_gold_counted_from_silver(lake)
 
 
 @pytest.fixture

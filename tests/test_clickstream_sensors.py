@@ -7,7 +7,8 @@ import dagster as dg
 import pytest
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, make_new_run_id
 
-from assets.clickstream.names import CONSUMER_GROUP, TOPIC
+from assets.clickstream.names import CONSUMER_GROUP, SILVER_TABLE, TOPIC
+from assets.streaming import SHARD_TAG
 from sensors.clickstream import clickstream_ingest_job, clickstream_kafka_sensor
 from tests.clickstream_pipeline import produce, run_ingest, tick, valid_event
 
@@ -59,3 +60,31 @@ def test_a_range_whose_run_failed_is_requested_again(kafka, resources, instance,
     assert again.run_config == first.run_config  # no gap: the same range, since nothing was committed
     assert run_ingest(instance, resources, again).success
     assert isinstance(_pending_request(instance, resources), dg.SkipReason)  # and no duplicate request
+
+
+def test_one_ingest_run_per_shard_and_a_new_shard_count_loses_and_duplicates_nothing(kafka, lake, resources, instance):
+    from resources import KafkaResource
+
+    def sharded(shards: int) -> dict:
+        return resources | {
+            "kafka": KafkaResource(
+                bootstrap_servers=kafka.bootstrap_servers, namespace=kafka.namespace, ingest_shards=shards
+            )
+        }
+
+    messages = [valid_event(NOON + dt.timedelta(seconds=i), user=f"u{i}") for i in range(900)]
+    produce(kafka, messages[:400], partitions=6)
+    for shards, upto in ((2, 400), (3, 900)):
+        if upto > 400:
+            produce(kafka, messages[400:], partitions=6)
+        result, _ = tick(clickstream_kafka_sensor, instance, sharded(shards))
+        requests = result.run_requests
+        assert sorted(r.tags[SHARD_TAG] for r in requests) == [f"{k}/{shards}" for k in range(shards)]
+        for request in requests:
+            config = request.run_config["ops"]["bronze_clickstream_events"]["config"]
+            # Each shard's run reads only its partitions: p % shards == shard.
+            assert {int(p) % shards for p in config["until_offsets"]} == {config["shard"]}
+            assert run_ingest(instance, sharded(shards), request).success
+        silver = lake.scan(SILVER_TABLE)
+        assert sorted(silver["user_id"].to_pylist()) == sorted(f"u{i}" for i in range(upto))
+    assert isinstance(tick(clickstream_kafka_sensor, instance, sharded(3))[0], dg.SkipReason)

@@ -5,6 +5,7 @@ of the instance (metadata, run logs), the alert log or a webhook body; the reaso
 
 import csv
 import datetime as dt
+import io
 import json
 import random
 from pathlib import Path
@@ -268,13 +269,14 @@ def test_loans_quarantine_logs_and_failures_show_no_personal_data(lake, warehous
         ["lots", "2007-06-01", f"{EMAIL}", "600", "5%", ZIP, "CA", "1 year", "0"],  # invalid_amount
         [f"{STREET}", EMAIL, PHONE],  # not nine fields
     ]
-    landing = lake.path(LANDING_DIR)
-    landing.mkdir(parents=True, exist_ok=True)
-    with open(landing / "applications_2007.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(HEADER)
-        writer.writerows(rows)
-    resources = {"lake": lake, "warehouse": warehouse}
+    def land(name: str, lines: list[list[str]]) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerows(lines)
+        landing.put(text.getvalue().encode(), f"{LANDING_DIR}/{name}")
+
+    landing = LandingResource(root=str(tmp_path / "input"))
+    land("applications_2007.csv", [HEADER, *rows])
+    resources = {"lake": lake, "warehouse": warehouse, "landing": landing}
     assert getattr(loans.tick(loans_landing_sensor, instance, resources), "run_requests", None)
     loans.run(instance, resources, 1, loans.BATCH_ASSETS)
     text = event_log_text(instance)
@@ -282,8 +284,7 @@ def test_loans_quarantine_logs_and_failures_show_no_personal_data(lake, warehous
         assert reason in text, reason
 
     # A file without its header line: the run fails, and its error does not quote the applicant's row.
-    with open(landing / "applications_2007_more.csv", "w", newline="") as handle:
-        csv.writer(handle).writerows(rows[:1])
+    land("applications_2007_more.csv", rows[:1])
     assets = [a for a in loans.loan_assets(1) if a is not loans_raw.bronze_loan_applications]
     failed = dg.materialize(
         assets, selection=loans.BATCH_ASSETS, resources=resources, instance=instance, raise_on_error=False

@@ -19,10 +19,12 @@ once reached, stays reached.
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 from dataclasses import dataclass, field
 
 import pyarrow
+import pyarrow.compute
 
 from assets.clickstream.names import AGGREGATE_STATE_TABLE, DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE
 from assets.streaming import Batch, append_once
@@ -44,6 +46,10 @@ STATE_SCHEMA = pyarrow.schema(
         ("first_view", _TS),
         ("last_click", _TS),
         ("last_purchase", _TS),
+        # Where an `events` row came from: its Kafka partition and the batch's last offset there, so that a
+        # row read twice (a shard catching up on the table) counts once. NULL for a rebuilt date's rows.
+        ("partition", pyarrow.int64()),
+        ("last_offset", pyarrow.int64()),
     ]
 )
 DAILY_METRICS_SCHEMA = pyarrow.schema(
@@ -75,18 +81,18 @@ PRODUCT_FUNNEL_SCHEMA = pyarrow.schema(
 STATE_OF_SILVER_SQL = """
 SELECT event_date, 'events' AS kind, event_name, platform, NULL AS "SKU", NULL AS user_id, NULL AS product_name,
        count(*) AS events, NULL AS first_view, NULL AS last_click, NULL AS last_purchase,
-       min("partition") AS "partition"
-FROM silver GROUP BY event_date, event_name, platform
+       "partition", NULL AS last_offset
+FROM silver GROUP BY event_date, event_name, platform, "partition"
 UNION ALL
-SELECT event_date, 'user', event_name, platform, NULL, user_id, NULL, NULL, NULL, NULL, NULL, min("partition")
+SELECT event_date, 'user', event_name, platform, NULL, user_id, NULL, NULL, NULL, NULL, NULL, min("partition"), NULL
 FROM silver GROUP BY event_date, event_name, platform, user_id
 UNION ALL
-SELECT event_date, 'product', event_name, platform, "SKU", NULL, NULL, NULL, NULL, NULL, NULL, min("partition")
+SELECT event_date, 'product', event_name, platform, "SKU", NULL, NULL, NULL, NULL, NULL, NULL, min("partition"), NULL
 FROM silver WHERE "SKU" IS NOT NULL GROUP BY event_date, event_name, platform, "SKU"
 UNION ALL
 SELECT event_date, 'pair', NULL, NULL, "SKU", user_id, min(product_name), NULL,
        min(event_datetime) FILTER (event_name = 'view'), max(event_datetime) FILTER (event_name = 'click'),
-       max(event_datetime) FILTER (event_name = 'purchase'), min("partition")
+       max(event_datetime) FILTER (event_name = 'purchase'), min("partition"), NULL
 FROM silver WHERE "SKU" IS NOT NULL GROUP BY event_date, "SKU", user_id
 """
 
@@ -115,15 +121,22 @@ class DateAggregates:
     products: dict[tuple, set] = field(default_factory=dict)  # (name, platform) -> SKUs
     pairs: dict[tuple, list] = field(default_factory=dict)  # (SKU, user) -> [first view, last click, last purchase]
     funnel: dict[str, list] = field(default_factory=dict)  # SKU -> [viewers, clickers, purchasers, product name]
+    counted: dict[int, int] = field(default_factory=dict)  # Kafka partition -> last offset whose events count
 
     def merge(self, rows: list[dict], emit: bool) -> list[dict]:
         """Fold state rows into the counters; with `emit`, return the rows that changed the state (what
-        must be stored so that a restart finds the same state), else nothing."""
-        changed = []
+        must be stored so that a restart finds the same state), else nothing. Idempotent: keys and
+        min/max times merge as sets do, and an `events` row whose batch was counted already is skipped."""
+        changed, counted = [], dict(self.counted)
         for row in rows:
             kind = row["kind"]
             group = (row["event_name"], row["platform"])
             if kind == "events":
+                partition, offset = row["partition"], row["last_offset"]
+                if offset is not None and offset <= counted.get(partition, -1):
+                    continue
+                if offset is not None:
+                    self.counted[partition] = max(offset, self.counted.get(partition, -1))
                 self.events[group] = self.events.get(group, 0) + row["events"]
                 changed.append(row)
             elif kind in ("user", "product"):
@@ -207,14 +220,20 @@ class DateAggregates:
         return sum(map(len, self.users.values())) + sum(map(len, self.products.values())) + len(self.pairs)
 
 
-def state_of(silver: pyarrow.Table) -> pyarrow.Table:
-    """The state rows of silver rows (`partition` column optional): one per key."""
+def state_of(silver: pyarrow.Table, last_offsets: dict[int, int] | None = None) -> pyarrow.Table:
+    """The state rows of silver rows, one per key. A batch's rows carry their Kafka `partition` and
+    `last_offsets` (partition -> the batch's last offset) mark its `events` rows; a whole date's have none."""
     if "partition" not in silver.column_names:
-        silver = silver.append_column("partition", pyarrow.array([0] * silver.num_rows, pyarrow.int64()))
+        silver = silver.append_column("partition", pyarrow.nulls(silver.num_rows, pyarrow.int64()))
     with engine() as conn:
         conn.register("silver", silver)
-        rows = conn.execute(STATE_OF_SILVER_SQL).to_arrow_table()
-    return rows.cast(pyarrow.schema([*STATE_SCHEMA, pyarrow.field("partition", pyarrow.int64())]))
+        rows = conn.execute(STATE_OF_SILVER_SQL).to_arrow_table().cast(STATE_SCHEMA)
+    if last_offsets:
+        events = pyarrow.compute.equal(rows["kind"], "events")
+        offsets = pyarrow.array([last_offsets.get(p) for p in rows["partition"].to_pylist()], pyarrow.int64())
+        last = pyarrow.compute.if_else(events, offsets, pyarrow.nulls(rows.num_rows, pyarrow.int64()))
+        rows = rows.set_column(rows.schema.get_field_index("last_offset"), "last_offset", last)
+    return rows
 
 
 def load_date(lake: LakeResource, event_date: str, version: int | None = None) -> DateAggregates:
@@ -229,45 +248,97 @@ def load_date(lake: LakeResource, event_date: str, version: int | None = None) -
 class LiveAggregates:
     """The stream's side of gold: the aggregates of the dates it appends to, held in memory (each date
     loaded from the state table when first touched), advanced per batch, published every
-    `publish_seconds` (replacing the touched dates of the two gold tables, O(groups + SKUs))."""
+    `publish_seconds` (replacing the touched dates of the two gold tables, O(groups + SKUs)).
+
+    Before it publishes, it catches up on what others committed to the state table since (its change
+    feed: O(rows committed meanwhile)): the other shards' batches of the same dates, merged like its own
+    (idempotently: its own rows read back change nothing), or a date rebuilt by the daily close, which is
+    then loaded again."""
 
     lake: LakeResource
     publish_seconds: float = 5.0
     dates: dict[str, DateAggregates] = field(default_factory=dict)
     dirty: set[str] = field(default_factory=set)
     published_at: float = field(default_factory=time.monotonic)
+    version: int = -1  # the state table's version the held dates reflect (-1: before its first commit)
 
     def add(self, batch: Batch, silver: pyarrow.Table) -> None:
         """Advance the aggregates by the batch's new silver rows, storing the changed state rows first
         (`append_once`: a replayed batch stores nothing twice). Call before silver is appended."""
-        state = state_of(silver)
+        state = state_of(silver, {p: last for p, (_, last) in batch.ranges.items()})
         by_date: dict[str, list[dict]] = {}
         for row in state.to_pylist():
             by_date.setdefault(row["event_date"].isoformat(), []).append(row)
-        for event_date in batch.rows_by_date():
-            if event_date not in self.dates:
-                self.dates[event_date] = load_date(self.lake, event_date)
+        self._hold([d for d in batch.rows_by_date() if d not in self.dates])
         # Merged in memory first (that is how the changed rows are found), then stored. When the store did not
         # take all of them (a replayed batch, a rebuild that covered part of it) or failed, the table is the
         # truth: the dates are loaded from it again.
         changed = [row for d, rows in by_date.items() for row in self.dates[d].merge(rows, emit=True)]
-        table = pyarrow.Table.from_pylist(changed, schema=state.schema) if changed else state.schema.empty_table()
+        table = pyarrow.Table.from_pylist(changed, schema=STATE_SCHEMA) if changed else STATE_SCHEMA.empty_table()
         try:
-            stored = append_once(self.lake, AGGREGATE_STATE_TABLE, table, batch, STATE_SCHEMA)
+            stored = append_once(self.lake, AGGREGATE_STATE_TABLE, table, batch, STATE_SCHEMA, change_feed=True)
         except Exception:
             for event_date in batch.rows_by_date():
                 self.dates.pop(event_date, None)
             raise
         if stored != table.num_rows:
-            for event_date in batch.rows_by_date():
-                self.dates[event_date] = load_date(self.lake, event_date)
+            self._reload(list(batch.rows_by_date()))
         self.dirty |= set(batch.rows_by_date())
+
+    def _hold(self, new_dates: list[str]) -> None:
+        """Load dates not held yet, at the version the held ones reflect (caught up first)."""
+        if not new_dates:
+            return
+        if self.dates:
+            self.catch_up()
+        else:
+            self.version = self._current()
+        for event_date in new_dates:
+            self.dates[event_date] = self._load(event_date, self.version)
+
+    def _reload(self, event_dates: list[str]) -> None:
+        for event_date in event_dates:
+            self.dates.pop(event_date, None)
+        self._hold(event_dates)
+
+    def _current(self) -> int:
+        version = self.lake.version(AGGREGATE_STATE_TABLE)
+        return -1 if version is None else version  # -1: the table does not exist yet
+
+    def _load(self, event_date: str, version: int) -> DateAggregates:
+        return DateAggregates() if version < 0 else load_date(self.lake, event_date, version)
+
+    def catch_up(self) -> None:
+        """Merge what was committed to the held dates' state since `version`."""
+        current = self._current()
+        if current == self.version:
+            return
+        try:
+            changes = self.lake.changes(AGGREGATE_STATE_TABLE, self.version, current)
+        except Exception:  # a table written without its change feed: read the held dates again
+            self.dates = {d: self._load(d, current) for d in self.dates}
+            self.version = current
+            return
+        held = pyarrow.array([dt.date.fromisoformat(d) for d in self.dates], pyarrow.date32())
+        changes = changes.filter(pyarrow.compute.is_in(changes["event_date"], held))
+        replaced = changes.filter(pyarrow.compute.not_equal(changes["_change_type"], "insert"))
+        rebuilt = {d.isoformat() for d in replaced["event_date"].to_pylist()}
+        inserted = changes.filter(pyarrow.compute.equal(changes["_change_type"], "insert"))
+        for row in inserted.select(STATE_SCHEMA.names).to_pylist():
+            event_date = row["event_date"].isoformat()
+            if event_date not in rebuilt:
+                self.dates[event_date].merge([row], emit=False)
+        for event_date in rebuilt:
+            self.dates[event_date] = self._load(event_date, current)
+        self.version = current
+        self.dirty |= rebuilt
 
     def due(self) -> bool:
         return bool(self.dirty) and time.monotonic() - self.published_at >= self.publish_seconds
 
     def publish(self) -> dict[str, tuple[pyarrow.Table, pyarrow.Table]]:
         """Write the touched dates' gold rows; returns them per date (metrics, funnel)."""
+        self.catch_up()
         published = {}
         for event_date in sorted(self.dirty):
             try:

@@ -20,7 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from pandera.typing import Series
 
-from assets.clickstream.aggregates import STATE_SCHEMA, LiveAggregates, state_of
+from assets.clickstream.aggregates import LiveAggregates, state_of
 from assets.clickstream.gold import gold_report
 from assets.clickstream.names import (
     AGGREGATE_STATE_TABLE,
@@ -439,10 +439,13 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
             bronze, tokens = bronze_date(lake, BRONZE_TABLE, event_date)
             split = split_routed(route_messages(bronze))
             silver = _stored_silver(split.silver).sort_by([("event_datetime", "ascending"), ("event_id", "ascending")])
-            state = state_of(silver).select(STATE_SCHEMA.names)
+            state = state_of(silver)
             try:
                 for table, rows in zip(tables, (split.quarantine, split.duplicates, state, silver), strict=True):
-                    lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
+                    change_feed = table == AGGREGATE_STATE_TABLE  # the streaming runs catch up on it
+                    lake.replace_dates(
+                        table, rows, [event_date], tokens=tokens, version=versions[table], change_feed=change_feed
+                    )
             except CommitFailedError as conflict:
                 if log:
                     log.info(
