@@ -61,10 +61,18 @@ def kafka_ingest_sensor(
                 requests.append(request)
         if not requests:
             return dg.SkipReason("; ".join(skipped))
-        return dg.SensorResult(
-            run_requests=requests,
-            cursor=json.dumps({"requested": [r.tags for r in requests]}),
-        )
+        # The cursor only tells the UI what was asked for: the committed offsets are the record.
+        shares = {r.tags[SHARD_TAG] for r in requests if "platform/successor_of" not in r.tags}
+        requested = {
+            str(p): [start, end]
+            for p, (start, end) in offsets.items()
+            if end > start and f"{p % shards}/{shards}" in shares
+        }
+        successors = {
+            r.tags[SHARD_TAG]: r.tags["platform/successor_of"] for r in requests if r.tags[SHARD_TAG] not in shares
+        }
+        cursor = {"requested": requested} | ({"successor_of": successors} if successors else {})
+        return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor))
 
     def _shard_request(shard: int, shards: int, in_flight: list, offsets: dict) -> dg.RunRequest | str:
         """The run a shard needs: a successor when its following run nears its end, a run for its pending
