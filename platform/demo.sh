@@ -5,18 +5,21 @@
 # everything the demo started, Kafka and PostgreSQL included, by the ids it recorded (platform/procs.sh).
 #   DEMO_EVENTS   events replayed at start (default 20000)
 #   DEMO_RATE     events per second streamed afterwards (default 50; 0 to stop after the replay)
+#   DEMO_STATE_DIR  where the demo remembers what it produced once (default .local)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 source platform/env.sh
 py=.venv/bin/python
+state=${DEMO_STATE_DIR:-.local}
+mkdir -p "$state"
 
 platform/kafka.sh start
 echo "[demo] replaying ${DEMO_EVENTS:-20000} clickstream events into Kafka"
 $py -m demo.clickstream --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count "${DEMO_EVENTS:-20000}"
 if [[ ${DEMO_RATE:-50} != 0 ]]; then
-  echo "[demo] streaming ${DEMO_RATE:-50} events/s in the background (log: .local/demo-producer.log)"
-  platform/procs.sh start demo-producer .local/demo-producer.log -- \
+  echo "[demo] streaming ${DEMO_RATE:-50} events/s in the background (log: $state/demo-producer.log)"
+  platform/procs.sh start demo-producer "$state/demo-producer.log" -- \
     $py -m demo.clickstream --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --count 10000000 \
       --rate "${DEMO_RATE:-50}" --seed 11
   trap 'platform/procs.sh stop demo-producer' EXIT
@@ -36,10 +39,10 @@ fi
 # into Kafka; the fraud sensors build the dimensions, the decision dataset and the serving table.
 # Only on the first demo run: a replay re-sends the same event ids, which the pipeline would dedupe.
 #   DEMO_FRAUD_EVENTS   checkout risk events (default 20000), DEMO_FRAUD_BUYERS buyers (default 2000)
-if [[ ! -f .local/demo-fraud.done ]]; then
+if [[ ! -f "$state/demo-fraud.done" ]]; then
   echo "[demo] fraud: producing buyer changes and ${DEMO_FRAUD_EVENTS:-20000} checkout risk events into Kafka"
   $py -m demo.fraud --bootstrap "$KAFKA_BOOTSTRAP_SERVERS" --events "${DEMO_FRAUD_EVENTS:-20000}" \
-      --buyers "${DEMO_FRAUD_BUYERS:-2000}" && touch .local/demo-fraud.done
+      --buyers "${DEMO_FRAUD_BUYERS:-2000}" && touch "$state/demo-fraud.done"
 fi
 # --- end of fraud --------------------------------------------------------------------------------
 
@@ -48,10 +51,10 @@ fi
 # commerce_warehouse_job over those dates (or wait for its nightly schedule).
 #   DEMO_ORDERS   orders generated (default 10000)
 if platform/postgres.sh start; then
-  if [[ ! -f .local/demo-warehouse.done ]]; then
+  if [[ ! -f "$state/demo-warehouse.done" ]]; then
     echo "[demo] warehouse: filling PostgreSQL and $LANDING_ROOT with 10 days of commerce data"
     $py -m demo.warehouse --orders "${DEMO_ORDERS:-10000}" --start "$(date -u -d '-10 days' +%F)" \
-        --days 10 && touch .local/demo-warehouse.done
+        --days 10 && touch "$state/demo-warehouse.done"
   fi
 else
   echo "[demo] warehouse: PostgreSQL could not start (apt-get install postgresql-15); the other domains run on"
