@@ -66,7 +66,14 @@ defs = dg.Definitions(
     + FRAUD_SENSORS
     + ALERT_SENSORS,
     resources={
-        "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
+        "kafka": KafkaResource(
+            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),
+            security_protocol=dg.EnvVar("KAFKA_SECURITY_PROTOCOL"),
+            sasl_mechanism=dg.EnvVar("KAFKA_SASL_MECHANISM"),
+            sasl_username=dg.EnvVar("KAFKA_SASL_USERNAME"),
+            sasl_password=dg.EnvVar("KAFKA_SASL_PASSWORD"),
+            ssl_cafile=dg.EnvVar("KAFKA_SSL_CAFILE"),
+        ),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
         "warehouse": WarehouseResource(database=dg.EnvVar("DUCKDB_DATABASE")),
         "pseudonymizer": PseudonymizerResource(key=dg.EnvVar("PSEUDONYMIZATION_KEY")),
