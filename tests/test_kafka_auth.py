@@ -1,4 +1,4 @@
-"""Kafka with authentication: a broker that requires SASL/SCRAM refuses clients without credentials, and
+"""Kafka with authentication: a broker that requires SASL (SCRAM or PLAIN) refuses clients without credentials, and
 the platform, configured from the environment, ingests through it exactly."""
 
 import datetime as dt
@@ -20,15 +20,15 @@ from tests.platform_env import load_definitions, resolved_resource
 USER, PASSWORD = "platform", "a secret with spaces"
 
 
-@pytest.fixture(scope="module")
-def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    """A broker whose only client listener is SASL_PLAINTEXT with SCRAM-SHA-512, started by platform/kafka.sh
-    from the same variables the platform reads. Yields those variables. Fails, never skips."""
+@pytest.fixture(scope="module", params=["SCRAM-SHA-512", "PLAIN"])
+def sasl_broker(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
+    """A broker whose only client listener is SASL_PLAINTEXT with the mechanism `request.param`, started by
+    platform/kafka.sh from the same variables the platform reads. Yields those variables. Fails, never skips."""
     port = free_port()
     settings = {
         "KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{port}",
         "KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
-        "KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "KAFKA_SASL_MECHANISM": request.param,
         "KAFKA_SASL_USERNAME": USER,
         "KAFKA_SASL_PASSWORD": PASSWORD,
         "KAFKA_SSL_CAFILE": "",
@@ -39,6 +39,7 @@ def sasl_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, 
         "KAFKA_PORT": str(port),
         "KAFKA_CONTROLLER_PORT": str(free_port()),
         "KAFKA_STATE_DIR": str(tmp_path_factory.mktemp("kafka-sasl")),
+        "KAFKA_HEAP_OPTS": "-Xms128m -Xmx512m",  # a small topic; the suite's own broker may run beside it
     }
     started = subprocess.run([ROOT / "platform" / "kafka.sh", "start"], env=env, capture_output=True, text=True)
     if started.returncode != 0:
@@ -61,7 +62,7 @@ def test_a_client_without_credentials_or_with_a_wrong_password_is_refused(sasl_b
     wrong = KafkaResource(
         bootstrap_servers=address,
         security_protocol="SASL_PLAINTEXT",
-        sasl_mechanism="SCRAM-SHA-512",
+        sasl_mechanism=sasl_broker["KAFKA_SASL_MECHANISM"],
         sasl_username=USER,
         sasl_password="not the password",
     )
@@ -75,7 +76,7 @@ def test_the_platform_with_credentials_from_the_environment_ingests_exactly(sasl
     kafka = resolved_resource(load_definitions(), "kafka", sasl_broker)
     assert (kafka.security_protocol, kafka.sasl_mechanism, kafka.sasl_username) == (
         "SASL_PLAINTEXT",
-        "SCRAM-SHA-512",
+        sasl_broker["KAFKA_SASL_MECHANISM"],
         USER,
     )
     noon = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
