@@ -1,6 +1,7 @@
 """Dagster's production topology, run for real: the webserver, the daemon and the code server as separate
 processes (as the official Helm chart runs them) sharing one instance on PostgreSQL
-(platform/dagster-production.yaml). The same Definitions as on the laptop; only the environment differs."""
+(platform/dagster-production.yaml): events stream to silver and gold, a failed check becomes an alert, and a
+run launched through GraphQL succeeds. The same Definitions as on the laptop; only the environment differs."""
 
 import datetime as dt
 import os
@@ -19,9 +20,9 @@ from dagster._core.run_coordinator import QueuedRunCoordinator
 from dagster_graphql import DagsterGraphQLClient
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
-from assets.clickstream.names import CONSUMER_GROUP, DAILY_METRICS_TABLE, SILVER_TABLE, TOPIC
+from assets.clickstream.names import CONSUMER_GROUP, DAILY_METRICS_TABLE, QUARANTINE_TABLE, SILVER_TABLE, TOPIC
 from bench.common import stop_dagster_dev
-from resources import KafkaResource, LakeResource
+from resources import AlertsResource, KafkaResource, LakeResource
 from sensors.clickstream import clickstream_ingest_job
 from tests.clickstream_pipeline import produce, query, valid_event
 from tests.conftest import ROOT, free_port
@@ -152,7 +153,12 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
         )
         noon = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
         day = noon.date().isoformat()
-        produce(kafka, [valid_event(noon + dt.timedelta(seconds=i), user=f"u{i % 50}") for i in range(200)])
+        # 200 events of yesterday and, every 11th message, one that is not JSON: it has no event time, so it
+        # is quarantined under the broker's date (today), where it is all there is: the quarantine-rate check
+        # of that date fails (it warns above 5 %) and the alert sensor raises an alert.
+        today = dt.datetime.now(dt.UTC).date().isoformat()
+        events = [valid_event(noon + dt.timedelta(seconds=i), user=f"u{i % 50}") for i in range(200)]
+        produce(kafka, [m for i, e in enumerate(events) for m in ([e, b"{not json"] if i % 10 == 9 else [e])])
         lake = LakeResource(root=str(lake_root))
 
         def rows(table: str, sql: str) -> int:
@@ -177,6 +183,16 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
         )
         assert status == dg.DagsterRunStatus.SUCCESS
         assert rows(DAILY_METRICS_TABLE, gold_sql) == 200
+
+        # The stream's checks ran and the failed one became exactly one alert, with a link into this UI.
+        def quarantine_alerts() -> list[dict]:
+            alerts = AlertsResource(log_path=env["ALERT_LOG"]).alerts()
+            return [a for a in alerts if a.get("check") == "quarantine_rate_check"]
+
+        (alert,) = _wait(quarantine_alerts, 90, "the quarantine-rate alert", processes)
+        assert alert["kind"] == "asset_check" and alert["partition"] == today
+        assert alert["url"].startswith(f"http://127.0.0.1:{web_port}/")
+        assert rows(QUARANTINE_TABLE, "SELECT count(*) FROM t") == 20
 
         # Every run is recorded in PostgreSQL, not in a file under DAGSTER_HOME.
         with (
