@@ -303,6 +303,8 @@ def dagster_dev_latency(count: int, interval_s: float) -> list[dict]:
         env = {
             **os.environ,
             "KAFKA_BOOTSTRAP_SERVERS": bootstrap,
+            **{f"KAFKA_{name}": "" for name in ("SASL_MECHANISM", "SASL_USERNAME", "SASL_PASSWORD", "SSL_CAFILE")},
+            "KAFKA_SECURITY_PROTOCOL": "PLAINTEXT",
             "LAKE_ROOT": f"{root}/lake",
             "DUCKDB_DATABASE": f"{root}/warehouse.duckdb",
             "DAGSTER_HOME": f"{root}/dagster",

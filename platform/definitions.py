@@ -64,7 +64,13 @@ defs = dg.Definitions(
     sensors=[clickstream_kafka_sensor, loans_kafka_sensor, loans_landing_sensor] + FRAUD_SENSORS + ALERT_SENSORS,
     resources={
         "kafka": KafkaResource(
-            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"), ingest_shards=dg.EnvVar.int("INGEST_SHARDS")
+            bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),
+            security_protocol=dg.EnvVar("KAFKA_SECURITY_PROTOCOL"),
+            sasl_mechanism=dg.EnvVar("KAFKA_SASL_MECHANISM"),
+            sasl_username=dg.EnvVar("KAFKA_SASL_USERNAME"),
+            sasl_password=dg.EnvVar("KAFKA_SASL_PASSWORD"),
+            ssl_cafile=dg.EnvVar("KAFKA_SSL_CAFILE"),
+            ingest_shards=dg.EnvVar.int("INGEST_SHARDS"),
         ),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),
         "warehouse": WarehouseResource(database=dg.EnvVar("DUCKDB_DATABASE")),

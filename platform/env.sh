@@ -7,6 +7,14 @@ export KAFKA_PORT=${KAFKA_PORT:-9092}
 export KAFKA_BOOTSTRAP_SERVERS=${KAFKA_BOOTSTRAP_SERVERS:-127.0.0.1:$KAFKA_PORT}
 # Ingest runs per topic, each following its share of the partitions (p % INGEST_SHARDS): 1 on a laptop.
 export INGEST_SHARDS=${INGEST_SHARDS:-1}
+# No authentication on the laptop. A managed cluster: SASL_SSL with PLAIN or SCRAM-SHA-256/512 and a user;
+# KAFKA_SSL_CAFILE when its certificates are not signed by a public CA. platform/kafka.sh reads the same
+# mechanism, user and password to start a broker that requires them.
+export KAFKA_SECURITY_PROTOCOL=${KAFKA_SECURITY_PROTOCOL:-PLAINTEXT}
+export KAFKA_SASL_MECHANISM=${KAFKA_SASL_MECHANISM:-}
+export KAFKA_SASL_USERNAME=${KAFKA_SASL_USERNAME:-}
+export KAFKA_SASL_PASSWORD=${KAFKA_SASL_PASSWORD:-}
+export KAFKA_SSL_CAFILE=${KAFKA_SSL_CAFILE:-}
 export LAKE_ROOT=${LAKE_ROOT:-$root/data/lake}
 export DUCKDB_DATABASE=${DUCKDB_DATABASE:-$root/data/warehouse.duckdb}
 export DAGSTER_HOME=${DAGSTER_HOME:-$root/.local/dagster}

@@ -10,6 +10,12 @@
 #   KAFKA_STATE_DIR        data, logs and pid file (default .local/kafka-$KAFKA_PORT)
 #   KAFKA_CACHE_DIR        resolved jars (default .cache/kafka)
 #   KAFKA_HEAP_OPTS        JVM heap (default -Xms256m -Xmx1g)
+#   KAFKA_SASL_MECHANISM   empty (default): a PLAINTEXT listener without authentication, for the laptop.
+#                          PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512: the client listener is SASL_PLAINTEXT and
+#                          accepts only KAFKA_SASL_USERNAME / KAFKA_SASL_PASSWORD (the platform's own
+#                          settings). SCRAM credentials are stored when the KRaft storage is formatted: use
+#                          a fresh KAFKA_STATE_DIR when switching an existing broker to SCRAM. (This is the
+#                          local broker for development and tests; a managed cluster adds TLS: SASL_SSL.)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -21,6 +27,7 @@ cache=${KAFKA_CACHE_DIR:-$root/.cache/kafka}
 version=$(sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$here/kafka/pom.xml")
 libs=$cache/$version/libs
 pidfile=$state/broker.pid
+mechanism=${KAFKA_SASL_MECHANISM:-}
 
 say() { echo "[kafka] $*" >&2; }
 die() { say "error: $*"; exit 1; }
@@ -57,15 +64,26 @@ start() {
   mkdir -p "$state/logs"
   local cp="$libs/*"
   local props=$state/server.properties
+  local listener=PLAINTEXT scram=()
+  if [[ -n $mechanism ]]; then
+    [[ $mechanism =~ ^(PLAIN|SCRAM-SHA-256|SCRAM-SHA-512)$ ]] \
+      || die "KAFKA_SASL_MECHANISM must be PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (got $mechanism)"
+    local user=${KAFKA_SASL_USERNAME:?KAFKA_SASL_USERNAME is required with KAFKA_SASL_MECHANISM}
+    local password=${KAFKA_SASL_PASSWORD:?KAFKA_SASL_PASSWORD is required with KAFKA_SASL_MECHANISM}
+    # Kafka's --add-scram parser splits on commas and the JAAS line is quoted: keep those characters out.
+    local forbidden='[],["\]'
+    [[ $user$password =~ $forbidden ]] && die 'KAFKA_SASL_USERNAME/PASSWORD must not contain " , [ ] or \'
+    listener=SASL_PLAINTEXT
+  fi
   cat >"$props" <<PROPS
 process.roles=broker,controller
 node.id=1
 controller.quorum.voters=1@127.0.0.1:$controller_port
-listeners=PLAINTEXT://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
-advertised.listeners=PLAINTEXT://127.0.0.1:$port
+listeners=$listener://127.0.0.1:$port,CONTROLLER://127.0.0.1:$controller_port
+advertised.listeners=$listener://127.0.0.1:$port
 controller.listener.names=CONTROLLER
-inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+inter.broker.listener.name=$listener
+listener.security.protocol.map=$listener:$listener,CONTROLLER:PLAINTEXT
 log.dirs=$state/data
 num.partitions=1
 offsets.topic.replication.factor=1
@@ -79,16 +97,33 @@ auto.create.topics.enable=false
 log.retention.hours=-1
 log.flush.interval.messages=9223372036854775807
 PROPS
+  if [[ -n $mechanism ]]; then
+    # The broker authenticates to itself with the same user. PLAIN keeps its users in the JAAS line
+    # (user_<name>="<password>"); SCRAM keeps salted credentials in the cluster metadata, added at format time.
+    local module=scram.ScramLoginModule users=""
+    if [[ $mechanism == PLAIN ]]; then
+      module=plain.PlainLoginModule users=" user_$user=\"$password\""
+    else
+      scram=(--add-scram "$mechanism=[name=$user,password=$password]")
+    fi
+    local lower; lower=$(tr '[:upper:]' '[:lower:]' <<<"$mechanism")
+    cat >>"$props" <<PROPS
+sasl.enabled.mechanisms=$mechanism
+sasl.mechanism.inter.broker.protocol=$mechanism
+listener.name.sasl_plaintext.$lower.sasl.jaas.config=org.apache.kafka.common.security.$module required username="$user" password="$password"$users;
+PROPS
+    chmod 600 "$props"
+  fi
   local jvm=(-cp "$cp" -Dlog4j2.configurationFile="$here/kafka/log4j2.properties"
              -Dkafka.logs.dir="$state/logs" ${KAFKA_HEAP_OPTS:--Xms256m -Xmx1g}
              -XX:+UseG1GC -Djava.awt.headless=true)
   if [[ ! -f $state/data/meta.properties ]]; then
     java "${jvm[@]}" kafka.tools.StorageTool format --ignore-formatted \
       --cluster-id "$(java "${jvm[@]}" kafka.tools.StorageTool random-uuid)" \
-      --config "$props" >"$state/logs/format.log" 2>&1 \
+      --config "$props" "${scram[@]}" >"$state/logs/format.log" 2>&1 \
       || die "formatting KRaft storage failed; see $state/logs/format.log"
   fi
-  say "starting broker on 127.0.0.1:$port (state in $state)"
+  say "starting broker on 127.0.0.1:$port (${mechanism:-no} authentication; state in $state)"
   nohup java "${jvm[@]}" kafka.Kafka "$props" >"$state/logs/stdout.log" 2>&1 &
   echo $! >"$pidfile"
   local deadline=$((SECONDS + ${KAFKA_START_TIMEOUT:-90}))

@@ -15,9 +15,19 @@ from tqdm import tqdm
 
 
 class KafkaResource(ConfigurableResource):
-    """A Kafka cluster reached at `bootstrap_servers` (KAFKA_BOOTSTRAP_SERVERS)."""
+    """A Kafka cluster reached at `bootstrap_servers` (KAFKA_BOOTSTRAP_SERVERS).
+
+    A managed cluster authenticates with SASL: `security_protocol` SASL_SSL (or SASL_PLAINTEXT),
+    `sasl_mechanism` PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512, and the user's name and password;
+    `ssl_cafile` names the CA bundle when the brokers' certificates are not signed by a public CA.
+    Empty strings mean "not set", so every field can come from an environment variable."""
 
     bootstrap_servers: str = "127.0.0.1:9092"
+    security_protocol: str = "PLAINTEXT"
+    sasl_mechanism: str = ""
+    sasl_username: str = ""
+    sasl_password: str = ""
+    ssl_cafile: str = ""
     request_timeout_ms: int = 15_000
     # Prefixed to every topic and consumer group name: several environments (or tests) share a broker.
     namespace: str = ""
@@ -32,7 +42,21 @@ class KafkaResource(ConfigurableResource):
         return f"{self.namespace}{name}"
 
     def _common(self) -> dict:
-        return {"bootstrap_servers": self.bootstrap_servers.split(","), "request_timeout_ms": self.request_timeout_ms}
+        """Settings every client (consumer, producer, admin) is built with: where, and who we are."""
+        settings = {
+            "bootstrap_servers": self.bootstrap_servers.split(","),
+            "request_timeout_ms": self.request_timeout_ms,
+            "security_protocol": self.security_protocol or "PLAINTEXT",
+        }
+        if self.sasl_mechanism:
+            settings |= {
+                "sasl_mechanism": self.sasl_mechanism,
+                "sasl_plain_username": self.sasl_username,
+                "sasl_plain_password": self.sasl_password,
+            }
+        if self.ssl_cafile:
+            settings["ssl_cafile"] = self.ssl_cafile
+        return settings
 
     @contextmanager
     def consumer(self, group_id: str | None = None, **overrides) -> Iterator[KafkaConsumer]:

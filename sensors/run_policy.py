@@ -1,13 +1,16 @@
 """Run tags that say how the instance treats each kind of run (platform/dagster.yaml reads them).
 
 - Streaming runs follow Kafka: they are dequeued first (dagster/priority) and not retried by Dagster, since
-  their sensor starts the next run from the committed offsets anyway (a retry would race that successor).
+  their sensor starts the next run from the committed offsets anyway (a retry would race that successor);
+  one running far longer than a following run can is failed by run monitoring (dagster/max_runtime).
 - Batch runs rebuild dates or landed files: retried twice from the failed step.
 - Housekeeping runs (periodic checks) come last, never retried (the next tick comes soon), and one at a time
   per job (tag concurrency limit on platform/housekeeping).
 """
 
-STREAMING_TAGS = {"dagster/priority": "10", "dagster/max_retries": "0"}
+# A following run ends after at most two follow windows (sensors/streaming.py); run monitoring fails one still
+# running after 10 minutes as hung, and the sensor's next run continues from the committed offsets.
+STREAMING_TAGS = {"dagster/priority": "10", "dagster/max_retries": "0", "dagster/max_runtime": "600"}
 BATCH_TAGS = {"dagster/priority": "0", "dagster/max_retries": "2", "dagster/retry_strategy": "FROM_FAILURE"}
 
 
