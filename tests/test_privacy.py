@@ -269,6 +269,7 @@ def test_loans_quarantine_logs_and_failures_show_no_personal_data(lake, warehous
         ["lots", "2007-06-01", f"{EMAIL}", "600", "5%", ZIP, "CA", "1 year", "0"],  # invalid_amount
         [f"{STREET}", EMAIL, PHONE],  # not nine fields
     ]
+
     def land(name: str, lines: list[list[str]]) -> None:
         text = io.StringIO()
         csv.writer(text).writerows(lines)
