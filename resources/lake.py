@@ -298,7 +298,10 @@ class LakeResource(ConfigurableResource):
         """The rows committed to table `name` after `after_version` up to `to_version` (its change feed):
         inserted rows, and deleted ones where a commit replaced a date, with `_change_type`."""
         table = self._at(name, to_version)
-        return pa.table(table.load_cdf(starting_version=after_version + 1, ending_version=to_version))
+        changes = pa.table(table.load_cdf(starting_version=after_version + 1, ending_version=to_version))
+        # The change feed comes with string views, which not every Arrow kernel takes: plain strings.
+        plain = [pa.field(f.name, pa.string()) if f.type == pa.string_view() else f for f in changes.schema]
+        return changes.cast(pa.schema(plain))
 
     def count_by_date(self, name: str, dates: list[str] | None = None) -> dict[str, int]:
         """Rows per date partition from the table's log (file statistics): no data file is read."""
