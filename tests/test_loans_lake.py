@@ -62,7 +62,7 @@ def test_pipeline_on_s3_lake_and_landing(kafka, s3_lake, warehouse, instance):
     (request,) = tick(loans_landing_sensor, instance, resources).run_requests
     result = run(instance, resources, 1, BATCH_ASSETS)
     checks = {e.check_name: e.passed for e in result.get_asset_check_evaluations()}
-    assert checks == {"loan_applications_schema_check": True, "loan_applications_nothing_lost_check": True}
+    assert checks == {"loan_applications_schema_check": True, "nothing_lost_check": True, "quarantine_rate_check": True}
     assert lake.table(RAW_FILES_DATASET).count() == 2 and lake.table(QUARANTINE_DATASET).count() == 4
     # The landed files are processed: the same listing asks for no new run key.
     (again,) = tick(loans_landing_sensor, instance, resources).run_requests

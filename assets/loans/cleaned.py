@@ -20,6 +20,13 @@ from assets.loans.parsing import (
 )
 from assets.loans.raw import bronze_messages, file_token, raw_files
 from assets.pandera_checks import schema_check_result
+from assets.quality import (
+    NOTHING_LOST_CHECK,
+    QUARANTINE_RATE_CHECK,
+    nothing_lost,
+    quality_check_specs,
+    quarantine_rate,
+)
 from assets.streaming import APPEND_ATTEMPTS
 from resources import LakeResource
 from resources.faults import failpoint
@@ -238,12 +245,7 @@ def clean_pending(lake: LakeResource) -> CleanedBatch:
             blocking=True,
             description="The appended rows satisfy the Pandera model LoanApplication.",
         ),
-        dg.AssetCheckSpec(
-            "loan_applications_nothing_lost_check",
-            asset="quarantine_loan_applications",
-            blocking=True,
-            description="Every received row is cleaned or quarantined.",
-        ),
+        *quality_check_specs("quarantine_loan_applications"),
     ],
 )
 def loan_applications(context: dg.AssetExecutionContext, lake: LakeResource):
@@ -271,14 +273,15 @@ def loan_applications(context: dg.AssetExecutionContext, lake: LakeResource):
         check_name="loan_applications_schema_check",
         personal=PERSONAL_FIELDS,
     )
-    accounted = len(batch.cleaned) + len(batch.quarantined)
+    passed, metadata = nothing_lost(batch.received, clean=len(batch.cleaned), quarantined=len(batch.quarantined))
     yield dg.AssetCheckResult(
-        check_name="loan_applications_nothing_lost_check",
+        check_name=NOTHING_LOST_CHECK, asset_key="quarantine_loan_applications", passed=passed, metadata=metadata
+    )
+    passed, metadata = quarantine_rate(batch.received, len(batch.quarantined), reasons)
+    yield dg.AssetCheckResult(
+        check_name=QUARANTINE_RATE_CHECK,
         asset_key="quarantine_loan_applications",
-        passed=accounted == batch.received,
-        metadata={
-            "received": batch.received,
-            "accounted": accounted,
-            "reasons": dg.MetadataValue.json(reasons),
-        },
+        passed=passed,
+        metadata=metadata,
+        severity=dg.AssetCheckSeverity.WARN,
     )
