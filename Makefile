@@ -7,7 +7,7 @@ DBT_MANIFEST := dbt/target/manifest.json
 DBT_SOURCES := $(shell find dbt \( -path dbt/target -o -path dbt/logs -o -path dbt/dbt_packages \) -prune \
   -o -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.yaml' -o -name '*.csv' \) -print)
 
-.PHONY: install dbt-manifest demo test lint bench backfill stop clean
+.PHONY: install dbt-manifest demo test lint bench soak backfill stop clean
 
 install: $(VENV)/.installed $(VENV)/.compiled $(DBT_MANIFEST)
 
@@ -41,6 +41,11 @@ lint: install
 
 bench: install
 	$(VENV)/bin/python -m bench
+
+# The overload soak (not part of CI: it needs the machine for 25-30 minutes): the demo's workload in a
+# sandbox under CPU hogs for SOAK_MINUTES, then exactly-once and drain assertions (bench/soak.py).
+soak: install
+	$(VENV)/bin/python -m bench.soak --minutes $(or $(SOAK_MINUTES),10)
 
 # Rebuild silver, quarantine and gold for a range of event dates from bronze, in one run:
 #   make backfill FROM=2026-11-01 TO=2026-11-07

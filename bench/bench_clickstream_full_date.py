@@ -1,6 +1,8 @@
 """The cost of one streaming micro-batch as its date fills up: 5,000 events through the ingest run's
-step (Kafka -> bronze -> quarantine, duplicates, silver, committed) into a date whose tables already
-hold 0, 1 million and 5 million rows. A batch must cost the same whatever the date holds.
+step (Kafka -> bronze -> quarantine, duplicates, gold's aggregate state, silver, committed; gold published
+every 5 s) into a date whose tables already hold 0, 1 million and 5 million rows. A batch must cost the
+same whatever the date holds; the first batch into the date also loads the date's aggregate state (once
+per run), reported apart.
 
     python -m bench.bench_clickstream_full_date [--sizes 0,1000000,5000000] [--batch 5000] [--batches 5]
 """
@@ -14,8 +16,9 @@ import time
 
 import numpy as np
 
+from assets.clickstream.aggregates import state_of
 from assets.clickstream.bronze import CLICKSTREAM_STREAM
-from assets.clickstream.names import BRONZE_TABLE, SILVER_TABLE, TOPIC
+from assets.clickstream.names import AGGREGATE_STATE_TABLE, BRONZE_TABLE, SILVER_TABLE, TOPIC
 from assets.clickstream.silver import SILVER_ARROW_SCHEMA, SilverWriter
 from assets.streaming import BRONZE_SCHEMA, ingest_batch
 from bench.common import kafka_broker, peak_rss_mib, pin_to_one_core, report
@@ -50,13 +53,15 @@ def prefill(lake: LakeResource, rows: int, day: dt.date, until: dt.datetime) -> 
             ).to_arrow_table()
         lake.append(SILVER_TABLE, silver.cast(SILVER_ARROW_SCHEMA))
         lake.append(BRONZE_TABLE, bronze.cast(BRONZE_SCHEMA))
+        # gold's aggregate state of those rows: 50,000 users and 500 products per event name, 25M pairs at most
+        lake.append(AGGREGATE_STATE_TABLE, state_of(silver.cast(SILVER_ARROW_SCHEMA)), change_feed=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--sizes", default="0,1000000,5000000")
     parser.add_argument("--batch", type=int, default=5_000)
-    parser.add_argument("--batches", type=int, default=5)
+    parser.add_argument("--batches", type=int, default=6)
     args = parser.parse_args()
     now = dt.datetime.now(dt.UTC)
     day = now.date() if now.hour >= 2 else now.date() - dt.timedelta(days=1)
@@ -97,8 +102,10 @@ def main() -> None:
                         "date_rows_after": held,
                         "run_start_s": start_s,
                         "batch_events_p50": float(np.median(sizes)),
-                        "batch_p50_s": float(np.median(costs)),
-                        "batch_max_s": max(costs),
+                        "first_batch_s": costs[0],
+                        "batch_p50_s": float(np.median(costs[1:])),
+                        "batch_max_s": max(costs[1:]),
+                        "gold_keys_held": sum(d.size for d in writer.gold.dates.values()),
                         "ids_held": writer.seen.size,
                         "peak_rss_mib": peak_rss_mib(),
                     }
