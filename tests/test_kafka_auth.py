@@ -32,6 +32,7 @@ def sasl_broker(request, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
         "KAFKA_SASL_USERNAME": USER,
         "KAFKA_SASL_PASSWORD": PASSWORD,
         "KAFKA_SSL_CAFILE": "",
+        "INGEST_SHARDS": "1",
     }
     env = {
         **os.environ,
