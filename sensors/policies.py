@@ -54,33 +54,35 @@ def freshness_policy(key: str, group: str | None) -> dg.FreshnessPolicy | None:
     return FRESHNESS_BY_ASSET[key] if key in FRESHNESS_BY_ASSET else FRESHNESS_BY_GROUP.get(group or "")
 
 
-# Run when any upstream updated (or the asset is newly missing), once no upstream is missing or in
-# progress, and only when every blocking check of every upstream passed on its latest materialization:
-# bad staging never reaches dbt, unchecked silver never reaches gold.
+# Gate of every automated layer: run only when every blocking check of every upstream passed on that
+# upstream's latest materialization (of the same date), so bad staging never reaches dbt and unchecked
+# silver never reaches gold.
 GATE = dg.AutomationCondition.all_deps_blocking_checks_passed()
-EAGER = (dg.AutomationCondition.eager() & GATE).with_label("eager, upstream checks passed")
+RUNNABLE = ~dg.AutomationCondition.any_deps_in_progress() & ~dg.AutomationCondition.in_progress() & GATE
+
+# Follow upstream updates, of any date. Unlike eager(), not only the latest date (re-extracting an old
+# processing date flows through to the marts) and without its guard against missing upstream partitions:
+# the dimensions and marts read every date of the facts, and most dates of the calendar never get data.
+ON_UPSTREAM = (dg.AutomationCondition.any_deps_updated().since_last_handled() & RUNNABLE).with_label(
+    "upstream updated, upstream checks passed"
+)
 
 # Gold of a closed date (before today) follows a rebuild of its silver date (a backfill, a repair from the
 # UI). Today's and tomorrow's partitions are the stream's: clickstream_partitions_sensor keeps their gold
 # current every 30 s, and a stream batch's silver has not been through the blocking whole-date checks.
 CLOSED_DATES = (
-    ~dg.AutomationCondition.in_latest_time_window(lookback_delta=dt.timedelta(days=2))
-    & dg.AutomationCondition.any_deps_updated().since_last_handled()
-    & ~dg.AutomationCondition.any_deps_missing()
-    & ~dg.AutomationCondition.any_deps_in_progress()
-    & ~dg.AutomationCondition.in_progress()
-    & GATE
-).with_label("closed date rebuilt upstream, upstream checks passed")
+    ~dg.AutomationCondition.in_latest_time_window(lookback_delta=dt.timedelta(days=2)) & ON_UPSTREAM
+).with_label("closed date, upstream updated, upstream checks passed")
 
 AUTOMATION_BY_GROUP: dict[str, dg.AutomationCondition] = {
-    "commerce_staging": EAGER,
-    "commerce_core": EAGER,
-    "commerce_marts": EAGER,
+    "commerce_staging": ON_UPSTREAM,
+    "commerce_core": ON_UPSTREAM,
+    "commerce_marts": ON_UPSTREAM,
     "clickstream_gold": CLOSED_DATES,
 }
 AUTOMATION_BY_ASSET: dict[str, dg.AutomationCondition] = {
     # The registry follows every feature update (and a new feature version), outside the stream's runs.
-    "loan_feature_registry": EAGER,
+    "loan_feature_registry": ON_UPSTREAM,
 }
 
 
