@@ -14,6 +14,7 @@ from assets.clickstream.names import (
 )
 from assets.clickstream.silver import SILVER_ARROW_SCHEMA
 from assets.pandera_checks import schema_check_result, table_schema
+from assets.partition_checks import per_partition
 from resources import LakeResource, WarehouseResource
 from resources.warehouse import engine
 
@@ -75,7 +76,10 @@ FROM counts JOIN names USING ("SKU") ORDER BY "SKU"
 
 def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        name, asset=asset, description=f"The partition satisfies the Pandera schema {model.__name__}."
+        name,
+        asset=asset,
+        description=f"The partition satisfies the Pandera schema {model.__name__}.",
+        partitions_def=clickstream_daily_partitions,
     )
 
 
@@ -138,7 +142,11 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
                 "preview": dg.MetadataValue.md(frame.head(10).to_markdown() or ""),
             },
         )
-        yield schema_check_result(model, frame, asset_key=asset, check_name=check)
+        # One result per date, also in a range backfill (assets/partition_checks.py).
+        by_date = zip(context.partition_keys, outputs[table], strict=True)
+        yield from per_partition(
+            context, {d: schema_check_result(model, f, asset_key=asset, check_name=check) for d, f in by_date}
+        )
     publish(warehouse, lake, {name: pd.concat(frames, ignore_index=True) for name, frames in outputs.items()})
 
 
