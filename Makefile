@@ -41,7 +41,7 @@ lint: install
 
 # Record the asset graph (keys, groups, partitions, checks, deps, code versions, automation, freshness) in
 # tests/snapshots/asset_graph.json after an intended change; tests/test_asset_graph_snapshot.py compares with it.
-snapshot: install
+snapshot: $(DBT_MANIFEST)
 	$(VENV)/bin/python -m tests.test_asset_graph_snapshot
 
 bench: install
