@@ -30,6 +30,7 @@ def test_shipped_instance_config_loads_with_retries_monitoring_and_limits(tmp_pa
         assert {"key": "platform/housekeeping", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in (
             queue.tag_concurrency_limits
         )
+        assert instance.auto_materialize_use_sensors and instance.freshness_enabled
 
 
 def test_every_job_has_a_priority_and_a_retry_policy():
