@@ -210,37 +210,27 @@ def kafka_freshness(
 ) -> tuple[list[dg.AssetCheckEvaluation], list[Alert]]:
     """The Kafka-aware rule (events pending and the asset not updated for FRESHNESS_MINUTES) for every freshness
     check. An evaluation is recorded only while records are pending, and only when its outcome changes (plus
-    the recovery once nothing is pending any more): no run, and no evaluation on a quiet topic. Returns the
+    the recovery once nothing is pending any more): no run, and no evaluation on a quiet topic. A failing
+    evaluation carries its incident's alert id, so a lost cursor finds the open incident again. Returns the
     evaluations to record and the alerts of incidents that opened or closed."""
     keys = sorted(FRESHNESS_CHECK_KEYS, key=lambda k: k.to_user_string())
-    results = evaluate_freshness(
-        instance, kafka, [k.asset_key.to_user_string() for k in keys], alerts.freshness_minutes, now
-    )
+    assets = [k.asset_key.to_user_string() for k in keys]
+    results = evaluate_freshness(instance, kafka, assets, alerts.freshness_minutes, now)
     outcomes, incidents = state.setdefault("checks", {}), state.setdefault("incidents", {})
     evaluations, sent = [], []
     for key in keys:
-        result, subject = results[key.asset_key.to_user_string()], key.to_user_string()
-        pending = int(getattr(result.metadata.get("pending_records"), "value", 1))
-        last = outcomes.get(subject)
-        if result.passed != last and (pending or last is False or not result.passed):
-            outcomes[subject] = result.passed
-            evaluations.append(
-                dg.AssetCheckEvaluation(
-                    asset_key=key.asset_key,
-                    check_name=key.name,
-                    passed=result.passed,
-                    metadata=result.metadata,
-                    description=result.description,
-                )
-            )
-        asset = key.asset_key.to_user_string()
+        result, subject, asset = (
+            results[key.asset_key.to_user_string()],
+            key.to_user_string(),
+            key.asset_key.to_user_string(),
+        )
+        pending = int(getattr(result.metadata.get("pending_records"), "value", 1))  # unknown when Kafka is down
         common = dict(asset=asset, check=key.name, url=alerts.asset_url(asset), kind="freshness")
+        metadata = dict(result.metadata)
         if not result.passed and subject not in incidents:
-            incident = f"freshness:{subject}:{int(now)}"
-            alert = Alert(
-                id=incident, title=f"{asset} is not keeping up with Kafka", reason=result.description or "", **common
-            )
-            incidents[subject] = incident
+            incidents[subject] = _open_incident(instance, key) or f"freshness:{subject}:{int(now)}"
+            title = f"{asset} is not keeping up with Kafka"
+            alert = Alert(id=incidents[subject], title=title, reason=result.description or "", **common)
             sent += [alert] if alerts.send(alert) else []
         elif result.passed and subject in incidents:
             reason = "caught up: nothing pending" if not pending else "updated again while records arrive"
@@ -249,7 +239,30 @@ def kafka_freshness(
                 id=f"{incidents.pop(subject)}:resolved", title=title, reason=reason, severity="RESOLVED", **common
             )
             sent += [alert] if alerts.send(alert) else []
+        if not result.passed:
+            metadata["incident"] = dg.MetadataValue.text(incidents[subject])
+        if result.passed != outcomes.get(subject) and (pending or outcomes.get(subject) is False or not result.passed):
+            outcomes[subject] = result.passed
+            evaluations.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=key.asset_key,
+                    check_name=key.name,
+                    passed=result.passed,
+                    metadata=metadata,
+                    description=result.description,
+                )
+            )
     return evaluations, sent
+
+
+def _open_incident(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> str | None:
+    """The incident id of the check's latest evaluation, when that evaluation failed."""
+    latest = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+    evaluation = latest[0].evaluation if latest else None
+    if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
+        incident = evaluation.metadata.get("incident")
+        return str(incident.value) if incident is not None else None
+    return None
 
 
 def policy_freshness(instance: dg.DagsterInstance, asset_graph, alerts: AlertsResource, state: dict) -> list[Alert]:

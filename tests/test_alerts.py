@@ -260,6 +260,9 @@ def test_the_freshness_sensor_evaluates_only_while_events_are_pending_and_alerts
     # Still stale on later ticks: nothing new is recorded or sent.
     result, cursor = freshness_tick(defs, instance, sensor_resources, cursor)
     assert list(result.asset_events) == [] and len(receiver.bodies) == 2
+    # A lost cursor: the open incidents are found in the checks' latest evaluations; nothing is sent again.
+    freshness_tick(defs, instance, sensor_resources, None)
+    assert len(receiver.bodies) == 2
 
     # The pipeline catches up: one passing evaluation per check and one "resolved" alert per incident.
     run_pipeline(instance, resources)
