@@ -7,7 +7,7 @@ DBT_MANIFEST := dbt/target/manifest.json
 DBT_SOURCES := $(shell find dbt \( -path dbt/target -o -path dbt/logs -o -path dbt/dbt_packages \) -prune \
   -o -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.yaml' -o -name '*.csv' \) -print)
 
-.PHONY: install dbt-manifest demo test lint bench soak backfill stop clean
+.PHONY: install dbt-manifest demo test lint snapshot bench soak backfill stop clean
 
 install: $(VENV)/.installed $(VENV)/.compiled $(DBT_MANIFEST)
 
@@ -38,6 +38,11 @@ test: install
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/pyright
+
+# Record the asset graph (keys, groups, partitions, checks, deps, code versions, automation, freshness) in
+# tests/snapshots/asset_graph.json after an intended change; tests/test_asset_graph_snapshot.py compares with it.
+snapshot: $(DBT_MANIFEST)
+	$(VENV)/bin/python -m tests.test_asset_graph_snapshot
 
 bench: install
 	$(VENV)/bin/python -m bench

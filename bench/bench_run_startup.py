@@ -1,6 +1,6 @@
 """Run start-up cost: CPU-seconds a run worker spends before its first step starts.
 
-    python -m bench.bench_run_startup [--repeats 3] [--job clickstream_freshness_job]
+    python -m bench.bench_run_startup [--repeats 3] [--job clickstream_ingest_job]
 
 What is measured. Under `dagster dev` (and `dagster api grpc`), the code server starts each run in a
 fresh interpreter (multiprocessing "spawn", `dagster._grpc.impl.start_run_in_subprocess`), which imports
@@ -122,7 +122,7 @@ def measure(job: str, dev: bool, dagster_home: str) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--job", default="clickstream_freshness_job")
+    parser.add_argument("--job", default="clickstream_ingest_job")
     args = parser.parse_args()
     dagster_home = tempfile.mkdtemp(prefix="bench-startup-")
     try:

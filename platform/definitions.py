@@ -30,7 +30,7 @@ from resources import (
     PseudonymizerResource,
     WarehouseResource,
 )
-from sensors.alerts import ALERT_SENSORS, clickstream_freshness_job, clickstream_freshness_schedule
+from sensors.alerts import ALERT_SENSORS
 from sensors.clickstream import (
     clickstream_daily_close_schedule,
     clickstream_daily_job,
@@ -39,7 +39,8 @@ from sensors.clickstream import (
 )
 from sensors.fraud import FRAUD_JOBS, FRAUD_SENSORS
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
-from sensors.warehouse import commerce_warehouse_job, commerce_warehouse_schedule
+from sensors.policies import automation_sensor, with_policies
+from sensors.warehouse import commerce_raw_job, commerce_raw_schedule, commerce_warehouse_job
 
 ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
@@ -49,7 +50,8 @@ ASSET_MODULES += [clickstream_freshness]
 
 
 defs = dg.Definitions(
-    assets=dg.load_assets_from_modules(ASSET_MODULES),
+    # Freshness policies and automation conditions are project policy, attached here (sensors/policies.py).
+    assets=dg.map_asset_specs(with_policies, dg.load_assets_from_modules(ASSET_MODULES)),
     asset_checks=dg.load_asset_checks_from_modules(ASSET_MODULES),
     jobs=[
         clickstream_ingest_job,
@@ -58,10 +60,13 @@ defs = dg.Definitions(
         loans_stream_job,
         *FRAUD_JOBS,
         commerce_warehouse_job,
-        clickstream_freshness_job,
+        commerce_raw_job,
     ],
-    schedules=[commerce_warehouse_schedule, clickstream_freshness_schedule, clickstream_daily_close_schedule],
-    sensors=[clickstream_kafka_sensor, loans_kafka_sensor, loans_landing_sensor] + FRAUD_SENSORS + ALERT_SENSORS,
+    schedules=[commerce_raw_schedule, clickstream_daily_close_schedule],
+    sensors=[clickstream_kafka_sensor, loans_kafka_sensor, loans_landing_sensor]
+    + FRAUD_SENSORS
+    + ALERT_SENSORS
+    + [automation_sensor],
     resources={
         "kafka": KafkaResource(
             bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS"),

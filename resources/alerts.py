@@ -30,7 +30,7 @@ class Alert:
     """One thing that went wrong, once. `id` is deterministic, so the same failure seen twice is one alert."""
 
     id: str
-    kind: str  # "asset_check" or "run_failure"
+    kind: str  # "asset_check", "run_failure" or "freshness"
     title: str
     reason: str
     severity: str = "ERROR"
@@ -90,6 +90,9 @@ class AlertsResource(ConfigurableResource):
 
     def run_url(self, run_id: str) -> str:
         return f"{self.ui_url.rstrip('/')}/runs/{run_id}"
+
+    def asset_url(self, asset: str) -> str:
+        return f"{self.ui_url.rstrip('/')}/assets/{asset}"
 
     # -- sending -----------------------------------------------------------------------------------
     def send(self, alert: Alert) -> bool:

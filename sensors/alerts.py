@@ -7,8 +7,10 @@ check's record when the run is planned and completes that same record later, so 
 id can fail after one with a higher id). Alert ids are deterministic and the alert log refuses an id it
 already holds, so a lost cursor repeats nothing.
 
-`run_failure_alert_sensor` is Dagster's own run-failure sensor. `clickstream_freshness_schedule`
-evaluates the clickstream freshness checks every minute; their failures alert like any other check.
+`run_failure_alert_sensor` is Dagster's own run-failure sensor. `freshness_sensor` evaluates the Kafka-aware
+clickstream freshness checks (only while events are pending, without a run) and reads the state of every
+asset's FreshnessPolicy (evaluated by Dagster's freshness daemon): one alert when an incident opens, one
+"resolved" when it closes.
 
 The log is listed with `python -m sensors.alerts list [--limit N]` (ALERT_LOG).
 """
@@ -17,9 +19,11 @@ import argparse
 import json
 import os
 import sys
+import time
 from collections.abc import Mapping
 
 import dagster as dg
+from dagster._core.definitions.freshness import CronFreshnessPolicy, FreshnessState, TimeWindowFreshnessPolicy
 from dagster._core.events import EngineEventData, JobFailureData
 from dagster._core.storage.asset_check_execution_record import (
     AssetCheckExecutionRecord,
@@ -27,12 +31,13 @@ from dagster._core.storage.asset_check_execution_record import (
 )
 from dagster_shared.error import SerializableErrorInfo
 
-from assets.clickstream.freshness import clickstream_freshness_checks
-from resources import Alert, AlertsResource
-from sensors.run_policy import housekeeping_tags
+from assets.clickstream.freshness import clickstream_freshness_checks, evaluate_freshness
+from resources import Alert, AlertsResource, KafkaResource
 
 DEFAULT_ALERT_LOG = "data/alerts/alerts.jsonl"
 _PAGE = 100
+# Alerted once per incident by freshness_sensor, not per failed evaluation by asset_check_alert_sensor.
+FRESHNESS_CHECK_KEYS = frozenset(clickstream_freshness_checks.check_keys)
 
 
 def check_alert(record: AssetCheckExecutionRecord, alerts: AlertsResource) -> Alert | None:
@@ -109,7 +114,7 @@ def asset_check_alert_sensor(context: dg.SensorEvaluationContext, alerts: Alerts
         return dg.SkipReason("no repository definition: cannot list the asset checks")
     state: dict[str, dict] = json.loads(context.cursor) if context.cursor else {}
     sent = seen = 0
-    for key in sorted(repository.asset_graph.asset_check_keys, key=lambda k: k.to_user_string()):
+    for key in sorted(repository.asset_graph.asset_check_keys - FRESHNESS_CHECK_KEYS, key=lambda k: k.to_user_string()):
         entry = state.get(key.to_user_string(), {"after": 0, "open": []})
         completed, still_open = [], []
         for record_id in entry["open"]:
@@ -198,38 +203,145 @@ def run_failure_alert_sensor(context: dg.RunFailureSensorContext, alerts: Alerts
     )
 
 
-clickstream_freshness_job = dg.define_asset_job(
-    "clickstream_freshness_job",
-    selection=dg.AssetSelection.checks(clickstream_freshness_checks),
-    description="Evaluate the clickstream freshness checks (Kafka pending vs. last update of silver and gold).",
-    tags=housekeeping_tags("clickstream_freshness_job"),
+# -- freshness ----------------------------------------------------------------------------------------
+# An incident opens with one alert and closes with one "resolved" alert; the cursor holds the open ones
+# ({"incidents": {subject: alert id}}) and the last recorded outcome of each Kafka-aware check.
+
+
+def kafka_freshness(
+    instance: dg.DagsterInstance, kafka: KafkaResource, alerts: AlertsResource, state: dict, now: float
+) -> tuple[list[dg.AssetCheckEvaluation], list[Alert]]:
+    """The Kafka-aware rule (events pending and the asset not updated for FRESHNESS_MINUTES) for every freshness
+    check. An evaluation is recorded only while records are pending, and only when its outcome changes (plus
+    the recovery once nothing is pending any more): no run, and no evaluation on a quiet topic. A failing
+    evaluation carries its incident's alert id, so a lost cursor finds the open incident again. Returns the
+    evaluations to record and the alerts of incidents that opened or closed."""
+    keys = sorted(FRESHNESS_CHECK_KEYS, key=lambda k: k.to_user_string())
+    assets = [k.asset_key.to_user_string() for k in keys]
+    results = evaluate_freshness(instance, kafka, assets, alerts.freshness_minutes, now)
+    outcomes, incidents = state.setdefault("checks", {}), state.setdefault("incidents", {})
+    evaluations, sent = [], []
+    for key in keys:
+        result, subject, asset = (
+            results[key.asset_key.to_user_string()],
+            key.to_user_string(),
+            key.asset_key.to_user_string(),
+        )
+        pending = int(getattr(result.metadata.get("pending_records"), "value", 1))  # unknown when Kafka is down
+        common = dict(asset=asset, check=key.name, url=alerts.asset_url(asset), kind="freshness")
+        metadata = dict(result.metadata)
+        if not result.passed and subject not in incidents:
+            incidents[subject] = _open_incident(instance, key) or f"freshness:{subject}:{int(now)}"
+            title = f"{asset} is not keeping up with Kafka"
+            alert = Alert(id=incidents[subject], title=title, reason=result.description or "", **common)
+            sent += [alert] if alerts.send(alert) else []
+        elif result.passed and subject in incidents:
+            reason = "caught up: nothing pending" if not pending else "updated again while records arrive"
+            title = f"{asset} is keeping up with Kafka again"
+            alert = Alert(
+                id=f"{incidents.pop(subject)}:resolved", title=title, reason=reason, severity="RESOLVED", **common
+            )
+            sent += [alert] if alerts.send(alert) else []
+        if not result.passed:
+            metadata["incident"] = dg.MetadataValue.text(incidents[subject])
+        if result.passed != outcomes.get(subject) and (pending or outcomes.get(subject) is False or not result.passed):
+            outcomes[subject] = result.passed
+            evaluations.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=key.asset_key,
+                    check_name=key.name,
+                    passed=result.passed,
+                    metadata=metadata,
+                    description=result.description,
+                )
+            )
+    return evaluations, sent
+
+
+def _open_incident(instance: dg.DagsterInstance, key: dg.AssetCheckKey) -> str | None:
+    """The incident id of the check's latest evaluation, when that evaluation failed."""
+    latest = instance.event_log_storage.get_asset_check_execution_history(key, limit=1)
+    evaluation = latest[0].evaluation if latest else None
+    if isinstance(evaluation, dg.AssetCheckEvaluation) and not evaluation.passed:
+        incident = evaluation.metadata.get("incident")
+        return str(incident.value) if incident is not None else None
+    return None
+
+
+def policy_freshness(instance: dg.DagsterInstance, asset_graph, alerts: AlertsResource, state: dict) -> list[Alert]:
+    """One alert when an asset's FreshnessPolicy state (evaluated by Dagster's freshness daemon) turns FAIL, one
+    "resolved" when it no longer is. The incident is named by the time of its FAIL state change, so a lost cursor
+    repeats nothing."""
+    nodes = {n.key: n for n in asset_graph.asset_nodes if n.freshness_policy_or_from_metadata is not None}
+    records = instance.get_freshness_state_records(list(nodes))
+    incidents = state.setdefault("incidents", {})
+    sent = []
+    for key in sorted(nodes, key=lambda k: k.to_user_string()):
+        record, asset = records.get(key), key.to_user_string()
+        failing = record is not None and record.freshness_state == FreshnessState.FAIL
+        subject = f"policy:{asset}"
+        if failing and record is not None and subject not in incidents:
+            policy = nodes[key].freshness_policy_or_from_metadata
+            incident = f"freshness:{asset}:{int(record.updated_at.timestamp())}"
+            alert = Alert(
+                id=incident,
+                kind="freshness",
+                title=f"{asset} is stale: its freshness policy failed",
+                reason=f"no materialization within {describe_policy(policy)} "
+                f"(failing since {record.updated_at:%Y-%m-%d %H:%M} UTC)",
+                asset=asset,
+                url=alerts.asset_url(asset),
+            )
+            incidents[subject] = incident
+            sent += [alert] if alerts.send(alert) else []
+        elif not failing and subject in incidents:
+            now_state = record.freshness_state.value if record is not None else "UNKNOWN"
+            alert = Alert(
+                id=f"{incidents.pop(subject)}:resolved",
+                kind="freshness",
+                title=f"{asset} is fresh again",
+                reason=f"freshness state {now_state}",
+                severity="RESOLVED",
+                asset=asset,
+                url=alerts.asset_url(asset),
+            )
+            sent += [alert] if alerts.send(alert) else []
+    return sent
+
+
+def describe_policy(policy) -> str:
+    if isinstance(policy, TimeWindowFreshnessPolicy):
+        return f"the last {policy.fail_window.to_timedelta()}"
+    if isinstance(policy, CronFreshnessPolicy):
+        return f"{policy.lower_bound_delta} before each '{policy.deadline_cron}' deadline ({policy.timezone})"
+    return str(policy)
+
+
+@dg.sensor(
+    name="freshness_sensor",
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Evaluates the Kafka-aware clickstream freshness checks while events are pending (no run), and "
+    "sends one alert per freshness incident (those checks, and every asset's FreshnessPolicy), plus one when "
+    "it is resolved.",
 )
-
-UNFINISHED_RUN_STATUSES = [
-    dg.DagsterRunStatus.QUEUED,
-    dg.DagsterRunStatus.NOT_STARTED,
-    dg.DagsterRunStatus.STARTING,
-    dg.DagsterRunStatus.STARTED,
-    dg.DagsterRunStatus.CANCELING,
-]
-
-
-@dg.schedule(
-    name="clickstream_freshness_schedule",
-    job=clickstream_freshness_job,
-    cron_schedule="* * * * *",
-    default_status=dg.DefaultScheduleStatus.RUNNING,
-    description="Every minute: are silver and gold keeping up with Kafka? Skipped while the previous evaluation "
-    "is still queued or running, so a busy machine never builds a queue of them.",
-)
-def clickstream_freshness_schedule(context: dg.ScheduleEvaluationContext):
-    unfinished = dg.RunsFilter(job_name=clickstream_freshness_job.name, statuses=UNFINISHED_RUN_STATUSES)
-    if context.instance.get_run_records(unfinished, limit=1):
-        return dg.SkipReason("the previous freshness evaluation has not finished")
-    return dg.RunRequest()
+def freshness_sensor(context: dg.SensorEvaluationContext, kafka: KafkaResource, alerts: AlertsResource):
+    repository = context.repository_def
+    if repository is None:
+        return dg.SkipReason("no repository definition: cannot list the freshness policies")
+    state: dict = json.loads(context.cursor) if context.cursor else {}
+    evaluations, sent = kafka_freshness(context.instance, kafka, alerts, state, time.time())
+    sent += policy_freshness(context.instance, repository.asset_graph, alerts, state)
+    for alert in sent:
+        context.log.info(f"alert {alert.id}: {alert.title}")
+    return dg.SensorResult(
+        asset_events=evaluations,
+        cursor=json.dumps(state, sort_keys=True),
+        skip_reason=None if evaluations else f"{len(state.get('incidents', {}))} open incidents, {len(sent)} alerts",
+    )
 
 
-ALERT_SENSORS = [asset_check_alert_sensor, run_failure_alert_sensor]
+ALERT_SENSORS = [asset_check_alert_sensor, run_failure_alert_sensor, freshness_sensor]
 
 
 # -- CLI -----------------------------------------------------------------------------------------------
@@ -238,7 +350,7 @@ ALERT_SENSORS = [asset_check_alert_sensor, run_failure_alert_sensor]
 def format_table(rows: list[dict]) -> str:
     columns = [
         ("created_at", "TIME", 25),
-        ("severity", "SEV", 5),
+        ("severity", "SEV", 8),
         ("kind", "KIND", 11),
         ("asset", "ASSET", 30),
         ("partition", "PARTITION", 10),

@@ -1,5 +1,7 @@
-"""Commerce warehouse automation: one job per processing date (extract, stage, star schema, marts),
-scheduled daily for the date that just ended; backfills of the same job reprocess chosen dates."""
+"""Commerce warehouse automation: every night the processing date that just ended is extracted from
+PostgreSQL and the landing files (`commerce_raw_schedule`); Declarative Automation then stages it and
+rebuilds the star schema and the KPI marts, each layer once the one before it passed its blocking checks
+(sensors/policies.py). `commerce_warehouse_job` reprocesses chosen dates end to end (backfills)."""
 
 import dagster as dg
 
@@ -15,6 +17,17 @@ commerce_warehouse_job = dg.define_asset_job(
     tags=BATCH_TAGS,
 )
 
-commerce_warehouse_schedule = dg.build_schedule_from_partitioned_job(
-    commerce_warehouse_job, hour_of_day=1, description="Every night, the processing date that just ended."
+commerce_raw_job = dg.define_asset_job(
+    "commerce_raw_job",
+    selection=dg.AssetSelection.groups("commerce_raw"),
+    partitions_def=warehouse_daily_partitions,
+    description="Extract one processing date from PostgreSQL and the landing files; automation takes it from there.",
+    tags=BATCH_TAGS,
+)
+
+commerce_raw_schedule = dg.build_schedule_from_partitioned_job(
+    commerce_raw_job,
+    hour_of_day=1,
+    default_status=dg.DefaultScheduleStatus.RUNNING,
+    description="Every night, the processing date that just ended.",
 )

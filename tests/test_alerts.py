@@ -18,7 +18,7 @@ import pytest
 from assets.clickstream.freshness import clickstream_freshness_checks, evaluate_freshness
 from demo.clickstream import event, irregular
 from resources import AlertsResource
-from sensors.alerts import asset_check_alert_sensor, main, run_failure_alert_sensor
+from sensors.alerts import asset_check_alert_sensor, freshness_sensor, main, run_failure_alert_sensor
 from tests.clickstream_pipeline import ASSETS, CHECKS, produce, run_pipeline, valid_event
 from tests.conftest import ROOT
 
@@ -212,6 +212,132 @@ def test_freshness_fails_only_when_events_are_pending_and_the_asset_is_stale(kaf
     later = evaluate_freshness(instance, kafka, assets, 10, now=time.time() + 11 * 60)
     assert not later["silver_clickstream_events"].passed and not later["gold_clickstream_daily_metrics"].passed
     assert later["silver_clickstream_events"].metadata["pending_records"].value == 1
+
+
+def freshness_tick(defs: dg.Definitions, instance, resources: dict, cursor: str | None):
+    """One evaluation of freshness_sensor; its check evaluations are stored as the daemon stores them."""
+    context = dg.build_sensor_context(instance=instance, cursor=cursor, definitions=defs, resources=resources)
+    result = freshness_sensor(context)
+    assert isinstance(result, dg.SensorResult)
+    for evaluation in result.asset_events:
+        instance.report_runless_asset_event(evaluation)
+    return result, result.cursor
+
+
+def test_the_freshness_sensor_evaluates_only_while_events_are_pending_and_alerts_once_per_incident(
+    kafka, lake, resources, instance, receiver, tmp_path
+):
+    log = tmp_path / "alerts.jsonl"
+    alerts = AlertsResource(log_path=str(log), webhook_url=receiver.url, ui_url=UI, freshness_minutes=10)
+    defs = dg.Definitions(
+        assets=ASSETS,
+        asset_checks=[*CHECKS, clickstream_freshness_checks],
+        resources={**resources, "alerts": alerts},
+    )
+    sensor_resources = {"kafka": kafka, "alerts": alerts}
+    silver = dg.AssetCheckKey(dg.AssetKey("silver_clickstream_events"), "silver_freshness_check")
+
+    # A quiet topic: no evaluation, no alert, no run.
+    result, cursor = freshness_tick(defs, instance, sensor_resources, None)
+    assert list(result.asset_events) == [] and not result.run_requests and receiver.bodies == []
+
+    # Events pending, silver and gold never updated: both checks fail once, one alert each, on the webhook too.
+    produce(kafka, [valid_event(NOON, user=f"user_{i}") for i in range(3)])
+    result, cursor = freshness_tick(defs, instance, sensor_resources, cursor)
+    assert sorted((e.check_name, e.passed) for e in result.asset_events) == [
+        ("gold_freshness_check", False),
+        ("silver_freshness_check", False),
+    ]
+    history = instance.event_log_storage.get_asset_check_execution_history(silver, limit=5)
+    assert [r.status.value for r in history] == ["FAILED"] and "3 records pending" in (
+        history[0].evaluation.description or ""  # type: ignore[union-attr]
+    )
+    opened = [row for row in log_lines(log) if row["type"] == "alert"]
+    assert sorted(row["check"] for row in opened) == ["gold_freshness_check", "silver_freshness_check"]
+    assert all(row["kind"] == "freshness" and row["severity"] == "ERROR" for row in opened)
+    assert len(receiver.bodies) == 2 and f"{UI}/assets/silver_clickstream_events" in json.dumps(receiver.bodies)
+
+    # Still stale on later ticks: nothing new is recorded or sent.
+    result, cursor = freshness_tick(defs, instance, sensor_resources, cursor)
+    assert list(result.asset_events) == [] and len(receiver.bodies) == 2
+    # A lost cursor: the open incidents are found in the checks' latest evaluations; nothing is sent again.
+    freshness_tick(defs, instance, sensor_resources, None)
+    assert len(receiver.bodies) == 2
+
+    # The pipeline catches up: one passing evaluation per check and one "resolved" alert per incident.
+    run_pipeline(instance, resources)
+    result, cursor = freshness_tick(defs, instance, sensor_resources, cursor)
+    assert sorted((e.check_name, e.passed) for e in result.asset_events) == [
+        ("gold_freshness_check", True),
+        ("silver_freshness_check", True),
+    ]
+    resolved = [row for row in log_lines(log) if row["type"] == "alert" and row["severity"] == "RESOLVED"]
+    assert sorted(row["id"] for row in resolved) == sorted(f"{row['id']}:resolved" for row in opened)
+    assert len(receiver.bodies) == 4 and "RESOLVED" in receiver.bodies[-1]["text"]
+
+    # Quiet again: no evaluation, no alert.
+    result, _ = freshness_tick(defs, instance, sensor_resources, cursor)
+    assert list(result.asset_events) == [] and len(receiver.bodies) == 4
+    # Never a run: the asset check alert sensor leaves these checks to the freshness sensor.
+    assert instance.get_runs_count(dg.RunsFilter(job_name="clickstream_freshness_job")) == 0
+    tick_checks = dg.build_sensor_context(instance=instance, definitions=defs, resources={"alerts": alerts})
+    asset_check_alert_sensor(tick_checks)
+    assert len(receiver.bodies) == 4
+
+
+@dg.asset(freshness_policy=dg.FreshnessPolicy.time_window(fail_window=dt.timedelta(minutes=15)))
+def hourly_report() -> None:
+    """A stand-in asset with a 15-minute freshness policy."""
+
+
+def test_a_failing_freshness_policy_is_one_alert_and_one_resolved(kafka, receiver, tmp_path):
+    """Dagster's own freshness daemon evaluates the policy (in process, with the clock moved on); the sensor
+    turns its state changes into one alert per incident, also after a lost cursor, and one "resolved"."""
+    from dagster._core.remote_origin import InProcessCodeLocationOrigin
+    from dagster._core.test_utils import create_test_daemon_workspace_context, freeze_time
+    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
+    from dagster._core.workspace.load_target import InProcessWorkspaceLoadTarget
+    from dagster._daemon.freshness import FreshnessDaemon
+
+    log = tmp_path / "alerts.jsonl"
+    alerts = AlertsResource(log_path=str(log), webhook_url=receiver.url, ui_url=UI)
+    defs = POLICY_DEFS
+    origin = LoadableTargetOrigin(python_file=__file__, attribute="POLICY_DEFS", working_directory=str(ROOT))
+    target = InProcessWorkspaceLoadTarget(InProcessCodeLocationOrigin(origin))
+    with dg.instance_for_test() as instance, create_test_daemon_workspace_context(target, instance) as workspace:
+        daemon = FreshnessDaemon()
+
+        def evaluate_policies(at: float) -> None:
+            with freeze_time(at):
+                list(daemon.run_iteration(workspace))
+
+        def tick(cursor: str | None) -> str | None:
+            return freshness_tick(defs, instance, {"kafka": kafka, "alerts": alerts}, cursor)[1]
+
+        dg.materialize([hourly_report], instance=instance)
+        evaluate_policies(time.time())
+        cursor = tick(None)
+        assert receiver.bodies == []
+
+        evaluate_policies(time.time() + 20 * 60)  # 20 minutes without a materialization: FAIL
+        cursor = tick(cursor)
+        tick(cursor)
+        tick(None)  # a lost cursor: the incident's alert id is the same, nothing is sent again
+        (alert,) = [row for row in log_lines(log) if row["type"] == "alert"]
+        assert alert["kind"] == "freshness" and alert["asset"] == "hourly_report" and alert["severity"] == "ERROR"
+        assert "0:15:00" in alert["reason"] and alert["url"] == f"{UI}/assets/hourly_report"
+        assert len(receiver.bodies) == 1 and "hourly_report" in receiver.bodies[0]["text"]
+
+        dg.materialize([hourly_report], instance=instance)
+        evaluate_policies(time.time())
+        cursor = tick(cursor)
+        tick(cursor)
+        resolved = [row for row in log_lines(log) if row["type"] == "alert"][1:]
+        assert [(r["id"], r["severity"]) for r in resolved] == [(f"{alert['id']}:resolved", "RESOLVED")]
+        assert len(receiver.bodies) == 2
+
+
+POLICY_DEFS = dg.Definitions(assets=[hourly_report])
 
 
 def test_the_cli_lists_the_alert_log(tmp_path, capsys):

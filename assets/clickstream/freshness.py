@@ -2,7 +2,8 @@
 
 A quiet topic is not a stale table: a check fails only when the consumer group has records pending
 AND the asset's latest materialization (any date partition) is older than `freshness_minutes`
-(AlertsResource, FRESHNESS_MINUTES). Evaluated every minute by `clickstream_freshness_schedule`."""
+(AlertsResource, FRESHNESS_MINUTES). Evaluated by `freshness_sensor` (sensors/alerts.py) while records are
+pending, without a run; the checks can also be executed from the UI."""
 
 import time
 
@@ -81,7 +82,7 @@ def clickstream_freshness_checks(context: dg.AssetCheckExecutionContext, kafka: 
     check of an asset) also pull these checks into the runs that rebuild one date of silver or gold; there
     they yield no evaluation (the UI shows them skipped) instead of querying Kafka in every such run."""
     if any(tag in context.run.tags for tag in _PARTITION_TAGS):
-        context.log.info("a date-partition run: freshness is evaluated by clickstream_freshness_job instead")
+        context.log.info("a date-partition run: freshness is evaluated by freshness_sensor instead")
         return
     selected = sorted(context.selected_asset_check_keys, key=lambda k: k.name)
     assets = [k.asset_key.to_user_string() for k in selected]

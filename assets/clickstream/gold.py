@@ -14,6 +14,7 @@ from assets.clickstream.names import (
     clickstream_daily_partitions,
 )
 from assets.pandera_checks import schema_check_result, table_schema, validate_schema
+from assets.partition_checks import per_partition
 from assets.streaming import Report
 from resources import LakeResource, WarehouseResource
 
@@ -41,7 +42,10 @@ class ProductFunnel(pa.DataFrameModel):
 
 def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
     return dg.AssetCheckSpec(
-        name, asset=asset, description=f"The partition satisfies the Pandera schema {model.__name__}."
+        name,
+        asset=asset,
+        description=f"The partition satisfies the Pandera schema {model.__name__}.",
+        partitions_def=clickstream_daily_partitions,
     )
 
 
@@ -82,7 +86,7 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
     for event_date in context.partition_keys:
         published[event_date] = write_gold(lake, event_date, load_date(lake, event_date))
     frames = gold_frames(published)
-    for (table, model, asset, check), frame in zip(GOLD_OUTPUTS, frames.values(), strict=True):
+    for (table, _, asset, _), frame in zip(GOLD_OUTPUTS, frames.values(), strict=True):
         yield dg.MaterializeResult(
             asset_key=asset,
             metadata={
@@ -91,7 +95,13 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
                 "table": table,
             },
         )
-        yield schema_check_result(model, frame, asset_key=asset, check_name=check)
+    for index, (_, model, asset, check) in enumerate(GOLD_OUTPUTS):
+        # One result per date, also in a range backfill (assets/partition_checks.py).
+        by_date = {
+            d: schema_check_result(model, _frame(tables[index]), asset_key=asset, check_name=check)
+            for d, tables in published.items()
+        }
+        yield from per_partition(context, by_date)
     publish(warehouse, lake, frames)
 
 

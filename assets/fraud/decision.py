@@ -544,17 +544,20 @@ def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
                 asset="fraud_decision_events",
                 blocking=True,
                 description="The partition satisfies the Pandera schema DecisionEvent.",
+                partitions_def=fraud_daily_partitions,
             ),
             dg.AssetCheckSpec(
                 "fraud_nothing_lost_check",
                 asset="quarantine_fraud_risk_events",
                 blocking=True,
                 description="Every bronze message of the date is a decision row, a counted duplicate, or quarantined.",
+                partitions_def=fraud_daily_partitions,
             ),
             dg.AssetCheckSpec(
                 "fraud_quarantine_rate_check",
                 asset="quarantine_fraud_risk_events",
                 description=f"At most {QUARANTINE_RATE_THRESHOLD:.0%} of the date's messages are quarantined.",
+                partitions_def=fraud_daily_partitions,
             ),
         ],
     )

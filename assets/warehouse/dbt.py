@@ -52,11 +52,19 @@ if _stale := _stale_manifest_sources(warehouse_dbt_project):
         stacklevel=1,
     )
 MARTS_SCHEMA = "marts"
+# dbt holds the warehouse file for a whole command: automation may start the facts and the dimensions in two
+# runs at once, and the pool (one op at a time, platform/dagster.yaml) makes the second wait.
+DBT_POOL = "commerce_dbt"
 PREVIEW_ROWS = 20
 
 
 class CommerceTranslator(DagsterDbtTranslator):
-    """Models keep their plain names as asset keys; groups follow the dbt folders."""
+    """Models keep their plain names as asset keys; groups follow the dbt folders; the catalog shows the
+    business description of dbt/models/schema.yml instead of the raw SQL."""
+
+    def get_description(self, dbt_resource_props: Mapping[str, Any]) -> str:
+        props = dbt_resource_props
+        return props.get("description") or f"dbt {props['resource_type']} {props['name']}"
 
     def get_asset_key(self, dbt_resource_props: Mapping[str, Any]) -> dg.AssetKey:
         if dbt_resource_props["resource_type"] in ("model", "snapshot"):
@@ -76,6 +84,7 @@ class CommerceTranslator(DagsterDbtTranslator):
     backfill_policy=dg.BackfillPolicy.single_run(),
     dagster_dbt_translator=CommerceTranslator(),
     project=warehouse_dbt_project,
+    pool=DBT_POOL,
 )
 def commerce_dbt_facts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     """fact_orders and fact_order_positions for the processing dates of the run."""
@@ -90,6 +99,7 @@ def commerce_dbt_facts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     name="commerce_dbt_models",
     dagster_dbt_translator=CommerceTranslator(),
     project=warehouse_dbt_project,
+    pool=DBT_POOL,
 )
 def commerce_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
     """Dimensions (customers with SCD2 history through a dbt snapshot), dim_date and the KPI marts."""

@@ -11,6 +11,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.csv as pcsv
 
+from assets.partition_checks import per_partition
 from assets.warehouse.contracts import ENTITIES, type_family
 from assets.warehouse.names import warehouse_daily_partitions
 from resources import LakeResource, LandingResource, PostgresResource
@@ -123,6 +124,7 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
                 "schema_drift_check",
                 asset=name,
                 description="The source columns match the contract (no column added, removed or retyped).",
+                partitions_def=warehouse_daily_partitions,
             )
         ],
     )
@@ -153,10 +155,17 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             metadata={"dagster/row_count": total, "processing_dates": ", ".join(context.partition_keys)}
         )
-        yield dg.AssetCheckResult(
-            check_name="schema_drift_check",
-            passed=not drifts,
-            metadata={"drift": dg.MetadataValue.json(drifts)},
+        # One result per processing date, also in a range backfill.
+        yield from per_partition(
+            context,
+            {
+                day: dg.AssetCheckResult(
+                    check_name="schema_drift_check",
+                    passed=day not in drifts,
+                    metadata={"drift": dg.MetadataValue.json({day: drifts[day]} if day in drifts else {})},
+                )
+                for day in context.partition_keys
+            },
         )
 
     return raw_asset

@@ -8,6 +8,7 @@ import pandera.pandas as pa
 from pandera.typing import Series
 
 from assets.pandera_checks import schema_check_result, table_schema
+from assets.partition_checks import per_partition
 from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
 from assets.warehouse.names import warehouse_daily_partitions
 from assets.warehouse.raw import raw_path
@@ -176,11 +177,13 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
                 asset=name,
                 blocking=True,
                 description=f"The partition satisfies the Pandera model {model.__name__}.",
+                partitions_def=warehouse_daily_partitions,
             ),
             dg.AssetCheckSpec(
                 f"{name}_quarantine_check",
                 asset=name,
                 description="No row had a required value missing or of the wrong type.",
+                partitions_def=warehouse_daily_partitions,
             ),
         ],
     )
@@ -202,17 +205,32 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
         yield dg.MaterializeResult(
             metadata={"dagster/row_count": len(staged), "versions_received": received, "quarantined": len(quarantine)}
         )
-        result = schema_check_result(
-            model, staged, asset_key=name, check_name=f"{name}_schema_check", personal=entity.personal
-        )
-        yield result
-        yield dg.AssetCheckResult(
-            check_name=f"{name}_quarantine_check",
-            passed=quarantine.empty,
-            metadata={
-                "quarantined": len(quarantine),
-                "sample": dg.MetadataValue.json(masked_rows(quarantine, entity.personal)),
+        # One result per processing date, also in a range backfill.
+        days = context.partition_keys
+        schema_check = dg.AssetCheckKey(dg.AssetKey(name), f"{name}_schema_check")
+        quarantine_check = dg.AssetCheckKey(dg.AssetKey(name), f"{name}_quarantine_check")
+        yield from per_partition(
+            context,
+            {
+                d: schema_check_result(model, f, asset_key=name, check_name=schema_check.name, personal=entity.personal)
+                for d, f in zip(days, frames, strict=True)
             },
+            schema_check,
+        )
+        yield from per_partition(
+            context,
+            {
+                d: dg.AssetCheckResult(
+                    check_name=quarantine_check.name,
+                    passed=q.empty,
+                    metadata={
+                        "quarantined": len(q),
+                        "sample": dg.MetadataValue.json(masked_rows(q, entity.personal)),
+                    },
+                )
+                for d, q in zip(days, quarantined, strict=True)
+            },
+            quarantine_check,
         )
 
     return staging_asset
