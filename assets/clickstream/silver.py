@@ -35,6 +35,7 @@ from assets.clickstream.names import (
 )
 from assets.clickstream.parsing import parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
+from assets.partition_checks import per_partition
 from assets.quality import (
     NOTHING_LOST_CHECK,
     NOTHING_LOST_DESCRIPTION,
@@ -526,20 +527,14 @@ def clickstream_silver(context: dg.AssetExecutionContext, lake: LakeResource):
 # -- checks: partitioned, beside the asset, run with every rebuild of a date (whole-date work) -------------
 
 
-def _per_date(context: dg.AssetCheckExecutionContext, lake: LakeResource, evaluate) -> dg.AssetCheckResult:
-    """Evaluate a check on each date of the run; it passes when every date passes."""
-    results = {d: evaluate(lake, d, context) for d in context.partition_keys}
-    if len(results) == 1:
-        ((ok, meta),) = results.values()
-        return dg.AssetCheckResult(passed=ok, metadata=meta)
-    plain = {d: {k: getattr(v, "value", v) for k, v in meta.items()} for d, (_, meta) in results.items()}
-    failed = {d: plain[d] for d, (ok, _) in results.items() if not ok}
-    counts = {k for meta in plain.values() for k, v in meta.items() if type(v) is int}
-    totals = {k: sum(int(meta.get(k, 0)) for meta in plain.values()) for k in counts}
-    return dg.AssetCheckResult(
-        passed=not failed,
-        metadata={**totals, "dates": len(results), "failed_dates": dg.MetadataValue.json(failed)},
-    )
+def _per_date(context: dg.AssetCheckExecutionContext, lake: LakeResource, evaluate, severity=None):
+    """Evaluate a check on each date of the run: one result per date, also in a range backfill."""
+    severity = severity or dg.AssetCheckSeverity.ERROR
+    results = {
+        d: dg.AssetCheckResult(passed=ok, metadata=meta, severity=severity)
+        for d, (ok, meta) in ((d, evaluate(lake, d, context)) for d in context.partition_keys)
+    }
+    yield from per_partition(context, results)
 
 
 def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
@@ -590,8 +585,8 @@ def _check_quarantine_rate(lake, event_date, _context):
     partitions_def=clickstream_daily_partitions,
     description="The partition satisfies the Pandera schema SilverClickstreamEvent.",
 )
-def silver_schema_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    return _per_date(context, lake, _check_schema)
+def silver_schema_check(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    yield from _per_date(context, lake, _check_schema)
 
 
 @dg.asset_check(
@@ -600,8 +595,8 @@ def silver_schema_check(context: dg.AssetCheckExecutionContext, lake: LakeResour
     partitions_def=clickstream_daily_partitions,
     description="No event appears twice in the partition.",
 )
-def silver_unique_event_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    return _per_date(context, lake, _check_unique)
+def silver_unique_event_check(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    yield from _per_date(context, lake, _check_unique)
 
 
 @dg.asset_check(
@@ -611,8 +606,8 @@ def silver_unique_event_check(context: dg.AssetCheckExecutionContext, lake: Lake
     partitions_def=clickstream_daily_partitions,
     description=NOTHING_LOST_DESCRIPTION,
 )
-def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    return _per_date(context, lake, _check_nothing_lost)
+def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    yield from _per_date(context, lake, _check_nothing_lost)
 
 
 @dg.asset_check(
@@ -621,6 +616,5 @@ def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResourc
     partitions_def=clickstream_daily_partitions,
     description=QUARANTINE_RATE_DESCRIPTION,
 )
-def quarantine_rate_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-    result = _per_date(context, lake, _check_quarantine_rate)
-    return dg.AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=dg.AssetCheckSeverity.WARN)
+def quarantine_rate_check(context: dg.AssetCheckExecutionContext, lake: LakeResource):
+    yield from _per_date(context, lake, _check_quarantine_rate, dg.AssetCheckSeverity.WARN)
