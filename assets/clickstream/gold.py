@@ -91,6 +91,7 @@ def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, ware
             asset_key=asset,
             metadata={
                 "dagster/row_count": len(frame),
+                **headline_figures(table, frame),
                 "preview": dg.MetadataValue.md(frame.head(10).to_markdown() or ""),
                 "table": table,
             },
@@ -109,6 +110,17 @@ GOLD_OUTPUTS = (
     (DAILY_METRICS_TABLE, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
     (PRODUCT_FUNNEL_TABLE, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
 )
+
+
+def headline_figures(table: str, frame: pd.DataFrame) -> dict[str, float]:
+    """The KPIs of a gold table as numeric metadata, which the UI plots over its materializations: events
+    and purchases per day; the funnel's overall conversion (users who bought / users who viewed, per SKU
+    summed)."""
+    if table == DAILY_METRICS_TABLE:
+        events = frame.groupby("event_name")["events"].sum() if len(frame) else pd.Series(dtype=int)
+        return {"events": int(events.sum()), "purchases": int(events.get("purchase", 0))}
+    viewers, purchasers = int(frame["viewers"].sum()), int(frame["purchasers"].sum())
+    return {"viewers": viewers, "purchasers": purchasers, "view_to_purchase": purchasers / viewers if viewers else 0.0}
 
 
 def gold_frames(published: dict[str, tuple[pyarrow.Table, pyarrow.Table]]) -> dict[str, pd.DataFrame]:
@@ -134,7 +146,13 @@ def gold_report(published: dict[str, tuple[pyarrow.Table, pyarrow.Table]]) -> Re
             passed, metadata = validate_schema(model, _frame(rows))
             report.materializations.append(
                 dg.AssetMaterialization(
-                    asset, partition=event_date, metadata={"dagster/row_count": rows.num_rows, "table": table}
+                    asset,
+                    partition=event_date,
+                    metadata={
+                        "dagster/row_count": rows.num_rows,
+                        "table": table,
+                        **headline_figures(table, _frame(rows)),
+                    },
                 )
             )
             report.checks.append(
