@@ -16,12 +16,6 @@ class Entity:
     pii: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)  # drifted source name -> contract name
 
-    @property
-    def staged_columns(self) -> list[str]:
-        """Staging columns: personal data replaced by `<column>_hash`, plus lineage columns."""
-        cols = [f"{c}_hash" if c in self.pii else c for c in self.columns]
-        return [*cols, "source", "processing_date"]
-
 
 ENTITIES = {
     e.name: e
