@@ -159,6 +159,23 @@ def position(pid: int, order: dict, product: int, quantity: int, price: float) -
     }
 
 
+# What the source holds new on each day: (PostgreSQL rows, landing files) per entity.
+DAY_ONE = (
+    {
+        "shops": SHOPS.to_dict("records"),
+        "products": PRODUCTS.to_dict("records"),
+        "customers": [ANNA, BEN],
+        "orders": [O1, O2],
+        "order_positions": [position(1, O1, 1, 2, 10.0), position(2, O1, 2, 1, 25.0), position(3, O2, 2, 2, 25.0)],
+    },
+    {"shops": SHOPS.to_dict("records"), "products": PRODUCTS.to_dict("records")},
+)
+DAY_TWO = (
+    {"customers": [ANNA_MOVED], "orders": [O1_DELIVERED, O4], "order_positions": [position(5, O4, 1, 1, 10.0)]},
+    {"customers": [BEN], "orders": [O3], "order_positions": [position(4, O3, 1, 3, 10.0)]},
+)
+
+
 @pytest.fixture(scope="module")
 def env(postgres_server: dict, tmp_path_factory: pytest.TempPathFactory) -> dict:
     root = tmp_path_factory.mktemp("warehouse")
@@ -209,30 +226,14 @@ def query(env: dict, sql: str) -> list[tuple]:
 
 @pytest.fixture(scope="module")
 def after_day_one(env: dict) -> dict:
-    load_day(
-        env,
-        D1,
-        {
-            "shops": SHOPS.to_dict("records"),
-            "products": PRODUCTS.to_dict("records"),
-            "customers": [ANNA, BEN],
-            "orders": [O1, O2],
-            "order_positions": [position(1, O1, 1, 2, 10.0), position(2, O1, 2, 1, 25.0), position(3, O2, 2, 2, 25.0)],
-        },
-        landing={"shops": SHOPS.to_dict("records"), "products": PRODUCTS.to_dict("records")},
-    )
+    load_day(env, D1, *DAY_ONE)
     result = build(env, D1)
     return {"result": result, "orders": query(env, "SELECT order_id, status, revenue FROM core.fact_orders ORDER BY 1")}
 
 
 @pytest.fixture(scope="module")
 def built(env: dict, after_day_one: dict) -> dict:
-    load_day(
-        env,
-        D2,
-        {"customers": [ANNA_MOVED], "orders": [O1_DELIVERED, O4], "order_positions": [position(5, O4, 1, 1, 10.0)]},
-        landing={"customers": [BEN], "orders": [O3], "order_positions": [position(4, O3, 1, 3, 10.0)]},
-    )
+    load_day(env, D2, *DAY_TWO)
     return {"result": build(env, D2), **after_day_one}
 
 
