@@ -12,7 +12,7 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pcsv
-from deltalake.schema import Field
+from deltalake.schema import Field, PrimitiveType
 
 from assets.warehouse.contracts import ENTITIES, type_family
 from assets.warehouse.names import raw_table, warehouse_daily_partitions
@@ -111,15 +111,15 @@ def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, day: str) ->
         if held is not None:  # no delivery: the date is empty
             lake.replace_dates(name, held.empty_table(), [day])
         return
-    rows = rows.append_column("event_date", pa.array([dt.date.fromisoformat(day)] * rows.num_rows, pa.date32()))
+    day_column = pa.array([dt.date.fromisoformat(day)] * rows.num_rows, pa.date32())
+    data: pa.Table = rows.append_column("event_date", day_column)
     if table is not None and held is not None:
-        added = [c for c in rows.column_names if c not in held.names]
+        added = [c for c in data.column_names if c not in held.names]
         if added:
-            table.alter.add_columns([Field(c, "string", nullable=True) for c in added])
-        missing = [c for c in held.names if c not in rows.column_names]
-        for column in missing:
-            rows = rows.append_column(column, pa.nulls(rows.num_rows, held.field(column).type))
-    lake.replace_dates(name, rows, [day])
+            table.alter.add_columns([Field(c, PrimitiveType("string"), nullable=True) for c in added])
+        for column in [c for c in held.names if c not in data.column_names]:
+            data = data.append_column(column, pa.nulls(data.num_rows, held.field(column).type))
+    lake.replace_dates(name, data, [day])
 
 
 def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
