@@ -1,9 +1,13 @@
 """Pandera schemas as Dagster asset checks and column schemas: one helper for every layer."""
 
+from collections.abc import Collection
+
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
 import pyarrow
+
+from resources.privacy import masked_failure_cases
 
 
 def table_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
@@ -13,9 +17,11 @@ def table_schema(model: type[pa.DataFrameModel]) -> dg.TableSchema:
     )
 
 
-def validate_schema(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> tuple[bool, dict]:
+def validate_schema(
+    model: type[pa.DataFrameModel], frame: pd.DataFrame, personal: Collection[str] = ()
+) -> tuple[bool, dict]:
     """Validate `frame` with `model`: whether it passed, and check metadata (failure count, a sample of
-    failing rows)."""
+    failing values, those of the `personal` columns masked)."""
     try:
         model.validate(frame, lazy=True)
         return True, {"failures": 0, "rows": len(frame)}
@@ -24,7 +30,7 @@ def validate_schema(model: type[pa.DataFrameModel], frame: pd.DataFrame) -> tupl
         return False, {
             "failures": len(cases),
             "rows": len(frame),
-            "failing_rows_sample": dg.MetadataValue.json(cases.head(10).astype(str).to_dict(orient="records")),
+            "failing_rows_sample": dg.MetadataValue.json(masked_failure_cases(cases, personal)),
         }
 
 
@@ -35,9 +41,10 @@ def schema_check_result(
     asset_key: str,
     check_name: str,
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR,
+    personal: Collection[str] = (),
 ) -> dg.AssetCheckResult:
     """`validate_schema` as the result of the check `check_name` on `asset_key`."""
-    passed, metadata = validate_schema(model, frame)
+    passed, metadata = validate_schema(model, frame, personal)
     return dg.AssetCheckResult(
         asset_key=asset_key, check_name=check_name, passed=passed, severity=severity, metadata=metadata
     )

@@ -108,6 +108,10 @@ class Report:
     materializations: list[dg.AssetMaterialization] = field(default_factory=list)
     checks: list[dg.AssetCheckEvaluation] = field(default_factory=list)
 
+    def extend(self, other: Report) -> None:
+        self.materializations += other.materializations
+        self.checks += other.checks
+
     @property
     def failed_blocking(self) -> bool:
         return any(c.blocking and not c.passed for c in self.checks)

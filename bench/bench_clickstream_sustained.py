@@ -3,10 +3,12 @@
 A producer process sends events of about 250 B at `--rate` events/s for `--minutes` into a 3-partition
 topic (each event stamped with the time it is sent; 1% duplicates, 0.5% irregular).
 Meanwhile this process runs what a following ingest run runs, in process (no `dagster dev`): the
-streaming package's micro-batch (`ingest_batch`) with the clickstream's silver writer, one batch after
-another, into a date that grows all along. Per minute it reports: events/s achieved, consumer lag,
-per-batch cost p50/p95, produce -> silver freshness p50/p95/p99 (Kafka's create time of each event to
-the commit of its batch), the event ids held for the duplicate check, and peak RSS.
+streaming package's micro-batch (`ingest_batch`) with the clickstream's silver writer (silver, quarantine,
+duplicates, gold's aggregate state, gold published every 5 s), one batch after another, into a date that
+grows all along. Per minute it reports: events/s achieved, consumer lag, per-batch cost p50/p95 with
+the events per batch and the cost per event, produce -> silver freshness p50/p95/p99 (Kafka's create
+time of each event to the commit of its batch), the event ids held for the duplicate check, the keys
+held for gold, and peak RSS.
 
     python -m bench.bench_clickstream_sustained [--rate 20000] [--minutes 10] [--window-minutes 30]
 """
@@ -67,6 +69,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=20_000)
     parser.add_argument("--minutes", type=float, default=10)
     parser.add_argument("--window-minutes", type=int, default=30, help="event ids held for the duplicate check")
+    parser.add_argument("--label", default="", help="suffix of the saved result's name")
+    parser.add_argument("--max-batch", type=int, default=100_000, help="records per Kafka partition per batch")
     parser.add_argument("--produce", nargs=2, metavar=("BOOTSTRAP", "TOPIC"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.produce:
@@ -100,7 +104,7 @@ def main() -> None:
         idle_since = None
         while True:
             t0 = time.monotonic()
-            batch, _ = ingest_batch(kafka, lake, CLICKSTREAM_STREAM, writer, max_records_per_partition=100_000)
+            batch, _ = ingest_batch(kafka, lake, CLICKSTREAM_STREAM, writer, max_records_per_partition=args.max_batch)
             done_ms = time.time_ns() / 1e6
             cost = time.monotonic() - t0
             minute = int((t0 - started) // 60)
@@ -111,7 +115,9 @@ def main() -> None:
                     f"{done['held']:,} ids held",
                     flush=True,
                 )
-            stats = minutes.setdefault(minute, {"events": 0, "costs": [], "fresh": [], "lag": [], "held": 0})
+            stats = minutes.setdefault(
+                minute, {"events": 0, "costs": [], "sizes": [], "fresh": [], "lag": [], "held": 0, "gold_keys": 0}
+            )
             if batch is None:
                 if producer.poll() is not None:
                     idle_since = idle_since or time.monotonic()
@@ -121,11 +127,13 @@ def main() -> None:
                 continue
             stats["events"] += batch.records
             stats["costs"].append(cost)
+            stats["sizes"].append(batch.records)
             created = pc.cast(batch.rows["kafka_timestamp"], "int64").to_numpy()
             stats["fresh"].append(done_ms - created[:: max(1, len(created) // 200)])  # a sample per batch
             pending = kafka.pending_offsets(topic, group)
             stats["lag"].append(sum(end - start for start, end in pending.values()))
             stats["held"] = writer.seen.size
+            stats["gold_keys"] = sum(d.size for d in writer.gold.dates.values())
             stats["rss"] = peak_rss_mib()
         sent = json.loads((producer.stdout.read() if producer.stdout else "").strip().splitlines()[-1])
         rows = []
@@ -141,17 +149,20 @@ def main() -> None:
                     "lag_max": max(s["lag"]),
                     "batch_p50_s": float(np.percentile(s["costs"], 50)),
                     "batch_p95_s": float(np.percentile(s["costs"], 95)),
+                    "events_per_batch_p50": float(np.percentile(s["sizes"], 50)),
+                    "us_per_event": 1e6 * sum(s["costs"]) / max(1, sum(s["sizes"])),
                     "fresh_p50_s": float(np.percentile(fresh, 50)),
                     "fresh_p95_s": float(np.percentile(fresh, 95)),
                     "fresh_p99_s": float(np.percentile(fresh, 99)),
                     "ids_held": s["held"],
+                    "gold_keys_held": s["gold_keys"],
                     "peak_rss_mib": s.get("rss", 0.0),
                 }
             )
         total = sum(s["events"] for s in minutes.values())
         silver = sum(lake.count_by_date("silver/clickstream_events").values())
         report(
-            "clickstream_sustained",
+            f"clickstream_sustained{args.label}",
             {
                 "target_rate": args.rate,
                 "minutes": args.minutes,
@@ -159,7 +170,7 @@ def main() -> None:
                 "events_sent": sent["sent"],
                 "events_ingested": total,
                 "silver_rows": silver,
-                "mode": "the ingest run's step in process (ingest_batch + SilverWriter), no dagster dev",
+                "mode": "the ingest run's step in process (ingest_batch + SilverWriter with live gold), no dagster dev",
                 "topic_partitions": 3,
                 "load_average_at_end": os.getloadavg(),
             },

@@ -4,8 +4,9 @@ streaming increment of 10,000 rows after histories of growing length.
     python -m bench.bench_loan_features [--rows 5000000] [--increment 10000]
 
 Batch: `compute_features` (all three logics; the state needs them all) over scores with 10% missing.
-Stream: `update_features` against a real lake: read the version's state, the new cleaned rows, compute,
-write the increment's Parquet file and the new state. Results print and go to bench/results/.
+Stream: `update_features` against a real lake: read the version's token and the windows' state from the
+tables' tail, the new cleaned rows, compute, append one Delta commit with the new token. Results print
+and go to bench/results/.
 """
 
 import argparse
@@ -25,8 +26,9 @@ import pyarrow as pa
 
 from assets.loans.logic import FEATURE_VERSIONS, compute_features
 from assets.loans.names import CLEANED_DATASET
-from assets.loans.store import seq_file_name, update_features
+from assets.loans.store import update_features
 from resources import LakeResource
+from resources.lake import write_table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -77,17 +79,13 @@ def stream(histories: list[int], increment: int, repeats: int = 5) -> list[dict]
     for history in histories:
         with tempfile.TemporaryDirectory() as root:
             lake = LakeResource(root=root)
-            lake.write_parquet(cleaned_rows(0, history), CLEANED_DATASET, seq_file_name(0, history - 1))
+            write_table(lake, CLEANED_DATASET, cleaned_rows(0, history))
             started = time.perf_counter()
             update_features(lake, version)  # the backfill over the history, through the lake
             backfill = time.perf_counter() - started
             timings, next_seq = [], history
             for _ in range(repeats):
-                lake.write_parquet(
-                    cleaned_rows(next_seq, increment),
-                    CLEANED_DATASET,
-                    seq_file_name(next_seq, next_seq + increment - 1),
-                )
+                write_table(lake, CLEANED_DATASET, cleaned_rows(next_seq, increment))
                 started = time.perf_counter()
                 update = update_features(lake, version)
                 timings.append(time.perf_counter() - started)

@@ -1,4 +1,5 @@
-"""Realistic user-action events in the shape of a commerce app's tracking stream, with the irregular messages real streams carry.
+"""Realistic user-action events in the shape of a commerce app's tracking stream, with the irregular
+messages real streams carry.
 
     python -m demo.clickstream --count 50000 [--bootstrap 127.0.0.1:9092] [--rate 2000]
 

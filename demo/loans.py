@@ -2,7 +2,7 @@
 its irregularities: amounts as `1000.00` or `"1,000"`, dates ISO or re-saved as `5/26/2007`, ratios as
 `10%`, `-1%` or absurd, empty or `0` risk scores, `< 1 year` / `10+ years` / `n/a`, quoted titles.
 
-    python -m demo.loans --years 2007 --out data/lake/landing/loan_applications
+    python -m demo.loans --years 2007 --out data/input/loan_applications   # $LANDING_ROOT/loan_applications
     python -m demo.loans --years 2008-2012 --bootstrap 127.0.0.1:9092 [--rate 500]
 
 Applications come in date order (as in the export); a file is one year, the stream one JSON object per

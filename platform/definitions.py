@@ -36,7 +36,6 @@ from sensors.clickstream import (
     clickstream_daily_job,
     clickstream_ingest_job,
     clickstream_kafka_sensor,
-    clickstream_partitions_sensor,
 )
 from sensors.fraud import FRAUD_JOBS, FRAUD_SENSORS
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
@@ -62,9 +61,7 @@ defs = dg.Definitions(
         clickstream_freshness_job,
     ],
     schedules=[commerce_warehouse_schedule, clickstream_freshness_schedule, clickstream_daily_close_schedule],
-    sensors=[clickstream_kafka_sensor, clickstream_partitions_sensor, loans_kafka_sensor, loans_landing_sensor]
-    + FRAUD_SENSORS
-    + ALERT_SENSORS,
+    sensors=[clickstream_kafka_sensor, loans_kafka_sensor, loans_landing_sensor] + FRAUD_SENSORS + ALERT_SENSORS,
     resources={
         "kafka": KafkaResource(bootstrap_servers=dg.EnvVar("KAFKA_BOOTSTRAP_SERVERS")),
         "lake": LakeResource(root=dg.EnvVar("LAKE_ROOT")),

@@ -25,9 +25,9 @@ fi
 # 2007 lands as a batch file (loans_landing_sensor); 2008-2012 replay into Kafka (loans_kafka_sensor).
 # Only on the first demo run: a second replay would be new applications, not a retry.
 #   DEMO_LOANS   applications in 2007 (later years grow; default 2000)
-if [[ ! -f $LAKE_ROOT/landing/loan_applications/loan_applications_2007.csv ]]; then
+if [[ ! -f $LANDING_ROOT/loan_applications/loan_applications_2007.csv ]]; then
   echo "[demo] loans: landing the 2007 file and replaying 2008-2012 applications into Kafka"
-  $py -m demo.loans --years 2007 --per-year "${DEMO_LOANS:-2000}" --out "$LAKE_ROOT/landing/loan_applications"
+  $py -m demo.loans --years 2007 --per-year "${DEMO_LOANS:-2000}" --out "$LANDING_ROOT/loan_applications"
   $py -m demo.loans --years 2008-2012 --per-year "${DEMO_LOANS:-2000}" --bootstrap "$KAFKA_BOOTSTRAP_SERVERS"
 fi
 # --- end of loans --------------------------------------------------------------------------------

@@ -17,6 +17,9 @@ export POSTGRES_DB=${POSTGRES_DB:-commerce}
 export POSTGRES_USER=${POSTGRES_USER:-commerce}
 export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-commerce}
 export LANDING_ROOT=${LANDING_ROOT:-$root/data/input}
+# The loan feature version loan_risk_features computes (FEATURE_VERSIONS in assets/loans/logic.py), read when
+# the code location loads; empty = the latest. Switching it shows the asset stale; materialize it to apply.
+export LOAN_FEATURE_VERSION=${LOAN_FEATURE_VERSION:-}
 # Alerts (sensors/alerts.py): always appended to ALERT_LOG; also posted to ALERT_WEBHOOK_URL (a Slack
 # incoming webhook or any receiver of Slack-shaped JSON) when it is not empty. Links point at DAGSTER_UI_URL.
 export ALERT_LOG=${ALERT_LOG:-$root/data/alerts/alerts.jsonl}

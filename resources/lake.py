@@ -346,3 +346,36 @@ def _s3_client(endpoint_url: str | None, region: str | None):
     from dagster_aws.s3 import S3Resource  # imported on first use: it costs every code load a second
 
     return S3Resource(endpoint_url=endpoint_url, region_name=region).get_client()
+
+
+def write_table(
+    lake: LakeResource,
+    name: str,
+    rows: pa.Table,
+    *,
+    tokens: dict[str, int] | None = None,
+    replace_where: str | None = None,
+    partition_by: list[str] | None = None,
+    version: int | None = None,
+) -> None:
+    """One commit to table `name`, for tables not partitioned by date: `rows` appended, or replacing the
+    rows that match the SQL predicate `replace_where` ("true": all), with `tokens` (app id -> version) in
+    the same commit. New columns join the table's schema. `version`: the table version the rows were
+    computed from; a commit since then that carried one of the same app ids fails this one
+    (CommitFailedError), so writers that share an app id take turns without a lock."""
+    commit = CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
+    table = lake.table(name)
+    if table is not None and version is not None and table.version() != version:
+        table = lake._at(name, version)
+    write_deltalake(
+        table if table is not None else lake.uri(name),
+        rows,
+        mode="append" if replace_where is None else "overwrite",
+        predicate=None if replace_where in (None, "true") else replace_where,
+        partition_by=partition_by,
+        schema_mode="merge",
+        storage_options=lake.storage_options(),
+        commit_properties=commit,
+    )
+    if replace_where is not None:
+        _TABLES.pop(lake._cache_key(lake.uri(name)), None)  # the cached snapshot may be the older version

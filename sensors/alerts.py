@@ -57,12 +57,15 @@ def check_alert(record: AssetCheckExecutionRecord, alerts: AlertsResource) -> Al
 
 
 def summarize_metadata(metadata: Mapping[str, object], limit: int = 300) -> str:
-    """A check's metadata as one short line: plain values first, then JSON values cut short."""
+    """A check's metadata as one short line: plain values first, then JSON values cut short. Lists (samples of
+    rows) are counted, not shown: even masked, rows belong in the UI, not in an operator channel."""
     plain, rest = [], []
     for name, value in metadata.items():
         raw = getattr(value, "value", value)
         if isinstance(raw, bool | int | float | str):
             plain.append(f"{name}={raw:.4g}" if isinstance(raw, float) else f"{name}={raw}")
+        elif isinstance(raw, list):
+            rest.append(f"{name}=[{len(raw)} items]")
         else:
             text = json.dumps(raw, default=str, sort_keys=True)
             rest.append(f"{name}={text[:80]}{'...' if len(text) > 80 else ''}")

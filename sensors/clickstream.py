@@ -1,12 +1,13 @@
-"""Clickstream automation: Kafka -> bronze in near real time, then silver and gold for touched dates."""
+"""Clickstream automation: Kafka -> bronze, silver and gold in near real time (the streaming run), and the
+daily close that rebuilds yesterday exactly."""
 
 import datetime as dt
 
 import dagster as dg
 
-from assets.clickstream.names import CONSUMER_GROUP, TOPIC, clickstream_daily_partitions
+from assets.clickstream.names import CONSUMER_GROUP, TOPIC
 from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
-from sensors.streaming import bronze_partitions_sensor, kafka_ingest_sensor
+from sensors.streaming import kafka_ingest_sensor
 
 clickstream_ingest_job = dg.define_asset_job(
     "clickstream_ingest_job",
@@ -46,22 +47,4 @@ clickstream_kafka_sensor = kafka_ingest_sensor(
     # A run follows the topic for two minutes: events reach silver within a second or two of arriving,
     # instead of waiting for a new run process to load the code location each time.
     follow_seconds=120,
-)
-
-clickstream_gold_job = dg.define_asset_job(
-    "clickstream_gold_job",
-    selection=dg.AssetSelection.groups("clickstream_gold"),
-    description="Recompute gold for the dates the ingest run appended to (silver's whole-date checks run "
-    "with the daily close, the stream checks each micro-batch).",
-    tags=BATCH_TAGS,
-)
-
-clickstream_partitions_sensor = bronze_partitions_sensor(
-    name="clickstream_partitions_sensor",
-    bronze_asset="bronze_clickstream_events",
-    job=clickstream_gold_job,
-    partitions_def=clickstream_daily_partitions,
-    # Gold trails the stream: at most one run every 30 s, over the touched dates.
-    minimum_interval_seconds=30,
-    one_run_per_tick=True,
 )

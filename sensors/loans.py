@@ -8,10 +8,9 @@ import dagster as dg
 from dagster._core.storage.dagster_run import RunRecord
 from dagster._core.storage.tags import AUTO_RETRY_RUN_ID_TAG, RUN_KEY_TAG, WILL_RETRY_TAG
 
-from assets.loans.names import CONSUMER_GROUP, TOPIC
-from assets.loans.raw import landed_files
+from assets.loans.names import CONSUMER_GROUP, LANDING_DIR, TOPIC
 from assets.streaming import ACTIVE_RUN_STATUSES
-from resources import LakeResource
+from resources import LandingResource
 from sensors.run_policy import BATCH_TAGS, STREAMING_TAGS
 from sensors.streaming import kafka_ingest_sensor
 
@@ -71,18 +70,18 @@ def _retry_pending(record: RunRecord, now: float) -> bool:
     job=loans_batch_job,
     minimum_interval_seconds=10,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Requests a batch run when an application file lands in landing/loan_applications/, and again "
-    "(new run key, with back-off) until a run for that version of the files has succeeded.",
+    description=f"Requests a batch run when an application file lands in $LANDING_ROOT/{LANDING_DIR}/ (the landing "
+    "resource), and again (new run key, with back-off) until a run for that version of the files has succeeded.",
 )
-def loans_landing_sensor(context: dg.SensorEvaluationContext, lake: LakeResource):
+def loans_landing_sensor(context: dg.SensorEvaluationContext, landing: LandingResource):
     """The cursor holds the signature of the landed files, the attempt number and whether a run for them has
     succeeded. A run key names one attempt; the runs of an attempt (with Dagster's own retries, which keep
     the key) are found by their dagster/run_key tag."""
-    files = landed_files(lake)
+    files = landing.landed(LANDING_DIR)
     if not files:
         return dg.SkipReason("no landed application files")
-    # A file is new when its name, size or modification time is.
-    listing = ";".join(f"{p.name}:{p.stat().st_size}:{p.stat().st_mtime_ns}" for p in files)
+    # A file is new when its name, size or modification stamp (mtime, or the ETag on S3) is.
+    listing = ";".join(f"{f.key}:{f.size}:{f.stamp}" for f in files)
     signature = hashlib.sha256(listing.encode()).hexdigest()[:16]
     state = json.loads(context.cursor) if context.cursor else {}
     if state.get("signature") != signature:

@@ -12,7 +12,7 @@ from assets.clickstream.names import QUARANTINE_TABLE, SILVER_TABLE, TOPIC
 from demo.clickstream import event
 from resources import KafkaResource, LakeResource
 from resources.warehouse import load_delta
-from sensors.clickstream import clickstream_kafka_sensor, clickstream_partitions_sensor
+from sensors.clickstream import clickstream_kafka_sensor
 
 ASSETS = dg.load_assets_from_modules([bronze, silver, gold])
 CHECKS = dg.load_asset_checks_from_modules([bronze, silver, gold])
@@ -62,21 +62,9 @@ def run_date(instance: dg.DagsterInstance, resources: dict, date: str) -> dg.Exe
     )
 
 
-def run_gold(instance: dg.DagsterInstance, resources: dict, request: dg.RunRequest) -> dg.ExecuteInProcessResult:
-    """What a partitions-sensor run does: gold (with its checks), for its date or range."""
-    return dg.materialize(
-        [*ASSETS, *CHECKS],
-        selection=dg.AssetSelection.groups("clickstream_gold"),
-        partition_key=request.partition_key,
-        tags=request.tags,
-        resources=resources,
-        instance=instance,
-    )
-
-
-def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | None = None) -> list[str]:
-    """One Kafka sensor tick and its ingest run (bronze, then silver for the touched dates), then one
-    partitions-sensor tick and its run (gold over the touched dates). Returns the touched dates."""
+def run_pipeline(instance: dg.DagsterInstance, resources: dict) -> list[str]:
+    """One Kafka sensor tick and its ingest run (bronze, then silver, quarantine and gold of the touched
+    dates, as the streaming run does). Returns the touched dates."""
     result, _ = tick(clickstream_kafka_sensor, instance, resources)
     assert isinstance(result, dg.SensorResult), result
     touched: set[str] = set()
@@ -86,9 +74,6 @@ def run_pipeline(instance: dg.DagsterInstance, resources: dict, cursor: str | No
         for materialized in ingest.get_asset_materialization_events():
             if materialized.asset_key == dg.AssetKey("bronze_clickstream_events"):
                 touched.update(materialized.materialization.metadata["event_dates"].value)  # type: ignore[arg-type]
-    result, _ = tick(clickstream_partitions_sensor, instance, resources, cursor)
-    for request in result.run_requests or [] if isinstance(result, dg.SensorResult) else []:
-        assert run_gold(instance, resources, request).success
     return sorted(touched)
 
 

@@ -130,7 +130,7 @@ def test_a_failed_warn_check_posts_exactly_one_alert_to_the_webhook(
 
     # The next failing evaluation (a second batch for the same date) is one new alert, and only it.
     produce(kafka, [irregular(kind, base) for kind in ("wrong_type_user_id", "unknown_event_name")])
-    run_pipeline(instance, resources, cursor=None)
+    run_pipeline(instance, resources)
     rate_failures = failed_evaluations(instance, "quarantine_clickstream_events", "quarantine_rate_check")
     assert len(rate_failures) >= 2
     tick(cursor)

@@ -8,8 +8,8 @@ import pytest
 from dagster._core.storage.dagster_run import DagsterRun, DagsterRunStatus, make_new_run_id
 
 from assets.clickstream.names import CONSUMER_GROUP, TOPIC
-from sensors.clickstream import clickstream_ingest_job, clickstream_kafka_sensor, clickstream_partitions_sensor
-from tests.clickstream_pipeline import produce, run_gold, run_ingest, tick, valid_event
+from sensors.clickstream import clickstream_ingest_job, clickstream_kafka_sensor
+from tests.clickstream_pipeline import produce, run_ingest, tick, valid_event
 
 NOON = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
 
@@ -59,19 +59,3 @@ def test_a_range_whose_run_failed_is_requested_again(kafka, resources, instance,
     assert again.run_config == first.run_config  # no gap: the same range, since nothing was committed
     assert run_ingest(instance, resources, again).success
     assert isinstance(_pending_request(instance, resources), dg.SkipReason)  # and no duplicate request
-
-
-def test_partitions_sensor_requests_one_run_over_the_touched_dates(kafka, resources, instance):
-    late = NOON - dt.timedelta(days=2)
-    produce(kafka, [valid_event(NOON), valid_event(late, user="late")])
-    assert run_ingest(instance, resources, _pending_request(instance, resources).run_requests[0]).success
-
-    result, _ = tick(clickstream_partitions_sensor, instance, resources)
-    # One run over the touched dates (a run process costs seconds to start), as a single-run range.
-    (request,) = result.run_requests
-    assert request.tags["dagster/asset_partition_range_start"] == late.date().isoformat()
-    assert request.tags["dagster/asset_partition_range_end"] == NOON.date().isoformat()
-    assert run_gold(instance, resources, request).success
-    # The cursor is the last bronze materialization seen: the next tick has nothing new.
-    again, _ = tick(clickstream_partitions_sensor, instance, resources, cursor=result.cursor)
-    assert isinstance(again, dg.SkipReason)

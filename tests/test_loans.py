@@ -1,23 +1,24 @@
 """Loan-application risk features: batch 2007, stream from 2008 through a real Kafka broker,
 MA100 as schema version 2, EMA50 as logic version 3, every version readable; real DuckDB, no mocks."""
 
-import hashlib
 import json
-import shutil
 from pathlib import Path
 
 import dagster as dg
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pytest
 from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 from dagster._utils.test.data_versions import get_stale_status_resolver
 
 from assets.loans import cleaned, raw
 from assets.loans.features import build_feature_assets
 from assets.loans.logic import EMA_ALPHA, FEATURE_VERSIONS, WindowState, compute_features
-from assets.loans.names import LANDING_DIR, QUARANTINE_DATASET, RAW_FILES_DATASET
-from assets.loans.store import FEATURES_DATASET, columns_of, read_cleaned, read_features, training_set
-from demo.loans import applications, produce, write_csv
+from assets.loans.names import FEATURES_DATASET, LANDING_DIR, QUARANTINE_DATASET
+from assets.loans.store import columns_of, read_cleaned, read_features, training_set
+from demo.loans import applications, csv_text, produce
+from resources import LandingResource
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
 
 FIXTURE = Path(__file__).parent / "fixtures" / "loans" / "applications_2007_fixture.csv"
@@ -57,14 +58,15 @@ def tick(sensor, instance, resources):
     return sensor(dg.build_sensor_context(instance=instance, resources=resources))
 
 
-def land(lake, source: Path | None = None, rows=None, name: str = "loan_applications_2007.csv") -> Path:
-    target = lake.path(LANDING_DIR, name)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    if source is not None:
-        shutil.copyfile(source, target)
-    else:
-        write_csv(rows, target)
-    return target
+@pytest.fixture
+def landing(tmp_path: Path) -> LandingResource:
+    return LandingResource(root=str(tmp_path / "input"))
+
+
+def land(landing: LandingResource, source: Path | None = None, rows=None, name="loan_applications_2007.csv") -> None:
+    """Drop an application file into the landing folder the sensor watches."""
+    data = source.read_bytes() if source is not None else csv_text(list(rows)).encode()
+    landing.put(data, f"{LANDING_DIR}/{name}")
 
 
 def batch_recomputation(lake, version: int) -> pd.DataFrame:
@@ -82,19 +84,21 @@ def same(stored: pd.DataFrame, batch: pd.DataFrame, columns: list[str]) -> None:
         assert np.array_equal(a, b, equal_nan=True), c  # exactly, not approximately
 
 
-def digest(folder: Path) -> dict[str, str]:
-    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.glob("*.parquet"))}
+def version_files(lake, version: int) -> set[str]:
+    """The data files that hold a feature version's rows: unchanged when no later version rewrote them."""
+    actions = pa.table(lake.table(FEATURES_DATASET).get_add_actions(flatten=True)).to_pylist()
+    return {a["path"] for a in actions if a["partition.feature_version"] == version}
 
 
-def test_fixture_every_irregularity_is_typed_flagged_or_quarantined(lake, warehouse, instance):
-    resources = {"lake": lake, "warehouse": warehouse}
-    land(lake, FIXTURE)
+def test_fixture_every_irregularity_is_typed_flagged_or_quarantined(lake, landing, warehouse, instance):
+    resources = {"lake": lake, "landing": landing, "warehouse": warehouse}
+    land(landing, FIXTURE)
     (request,) = tick(loans_landing_sensor, instance, resources).run_requests
     assert request.job_name in (None, loans_batch_job.name)
     result = run(instance, resources, 1, BATCH_ASSETS)
 
-    kept = lake.files(RAW_FILES_DATASET, pattern="*.csv")
-    assert len(kept) == 1 and kept[0].read_bytes() == FIXTURE.read_bytes()  # as received
+    kept = raw.raw_files(lake, content=True)
+    assert len(kept) == 1 and kept["content"].iloc[0] == FIXTURE.read_bytes()  # as received
     rows = read_cleaned(
         lake,
         0,
@@ -124,7 +128,7 @@ def test_fixture_every_irregularity_is_typed_flagged_or_quarantined(lake, wareho
     assert by_line.loc[2, "employment_years"] == 0 and by_line.loc[4, "employment_years"] == 10
     assert pd.isna(by_line.loc[5, "employment_years"]) and pd.isna(by_line.loc[5, "loan_title"])
 
-    bad = pd.concat(pd.read_parquet(p) for p in lake.files(QUARANTINE_DATASET)).sort_values("source_row")
+    bad = lake.scan(QUARANTINE_DATASET).to_pandas().sort_values("source_row")
     assert list(zip(bad["source_row"], bad["reason"], strict=True)) == [
         (6, "unparsable_date"),
         (7, "invalid_amount"),
@@ -162,13 +166,13 @@ def _stand_in_batch_job():
     _batch_step()
 
 
-def test_landed_file_whose_run_failed_is_requested_again_until_a_run_succeeds(lake, instance, monkeypatch):
+def test_landed_file_whose_run_failed_is_requested_again_until_a_run_succeeds(landing, instance, monkeypatch):
     """Dagster never launches a run key again once its run failed: the sensor asks under a new key until a run
     for the landed file has succeeded, and then stops asking."""
     import sensors.loans as loans_sensors
 
-    resources = {"lake": lake}
-    land(lake, FIXTURE)
+    resources = {"landing": landing}
+    land(landing, FIXTURE)
 
     def evaluate(cursor):
         return loans_landing_sensor(dg.build_sensor_context(instance=instance, resources=resources, cursor=cursor))
@@ -197,7 +201,7 @@ def test_landed_file_whose_run_failed_is_requested_again_until_a_run_succeeds(la
     assert not done.run_requests and json.loads(done.cursor)["succeeded"]
     assert isinstance(evaluate(done.cursor), dg.SkipReason)
     # A new version of the file is new work.
-    land(lake, rows=applications([2007], 5, seed=3))
+    land(landing, rows=applications([2007], 5, seed=3))
     (fresh,) = evaluate(done.cursor).run_requests
     assert fresh.run_key not in (request.run_key, retry.run_key)
 
@@ -246,10 +250,11 @@ def written(result: dg.ExecuteInProcessResult) -> int:
     return event.materialization.metadata["rows_written"].value
 
 
-def test_four_stages_batch_stream_ma100_ema50_every_version_readable(kafka, lake, warehouse, resources, instance):
+def test_four_stages_batch_stream_ma100_ema50_every_version_readable(kafka, lake, landing, warehouse, instance):
     assert loans_stream_job.name == "loans_stream_job"
+    resources = {"kafka": kafka, "lake": lake, "landing": landing, "warehouse": warehouse}
     # Stage 1: 2007 lands as a file; feature version 1 (RiskScoreMA50 = MA50).
-    land(lake, rows=applications([2007], 300, seed=1))
+    land(landing, rows=applications([2007], 300, seed=1))
     run(instance, resources, 1, BATCH_ASSETS)
     batch_rows = read_features(lake, 1)
     assert len(batch_rows) > 250 and batch_rows["application_date"].dt.year.eq(2007).all()
@@ -264,7 +269,7 @@ def test_four_stages_batch_stream_ma100_ema50_every_version_readable(kafka, lake
     streamed = apps[apps["source"].str.endswith("loans.applications")]
     assert streamed["source_row"].is_monotonic_increasing and len(streamed) == len(rows_2008)
     assert streamed["seq"].min() == len(batch_rows)  # arrival order: the file, then Kafka offsets
-    v1_files = digest(lake.path(FEATURES_DATASET, "v1"))
+    v1_files = version_files(lake, 1)
 
     # Stage 3: from 2009, RiskScoreMA100 joins: schema version 2; older rows keep version 1.
     assert written(stream(kafka, instance, resources, 2, list(applications([2009], 200, seed=3)))) > 0
@@ -272,7 +277,7 @@ def test_four_stages_batch_stream_ma100_ema50_every_version_readable(kafka, lake
     assert list(v2.columns) == columns_of(2) and set(v2["schema_version"]) == {2}
     assert v2["seq"].min() == v1["seq"].max() + 1 and v2["application_date"].dt.year.eq(2009).all()
     same(v2, batch_recomputation(lake, 2), ["RiskScoreMA50", "RiskScoreMA100"])  # windows span 2008 -> 2009
-    assert digest(lake.path(FEATURES_DATASET, "v1")) == v1_files
+    assert version_files(lake, 1) == v1_files
     assert list(read_features(lake, 1).columns) == columns_of(1)  # version 1 reads without MA100
 
     # Stage 4: RiskScoreMA50 becomes EMA50 (logic version 3): the asset is stale for its code version...
@@ -290,7 +295,7 @@ def test_four_stages_batch_stream_ma100_ema50_every_version_readable(kafka, lake
     side = read_features(lake, 1).merge(v3, on="seq", suffixes=("_v1", "_v3"))
     assert side["RiskScoreMA50_v1"].equals(v1["RiskScoreMA50"])
     assert (side["RiskScoreMA50_v1"] != side["RiskScoreMA50_v3"]).mean() > 0.9
-    assert digest(lake.path(FEATURES_DATASET, "v1")) == v1_files
+    assert version_files(lake, 1) == v1_files
 
     # The stream continues at version 3, incrementally.
     rows_2010 = list(applications([2010], 60, seed=4))

@@ -7,14 +7,14 @@ from pathlib import Path
 import dagster as dg
 
 from sensors.alerts import clickstream_freshness_job, clickstream_freshness_schedule
-from sensors.clickstream import clickstream_daily_job, clickstream_gold_job, clickstream_ingest_job
+from sensors.clickstream import clickstream_daily_job, clickstream_ingest_job
 from sensors.fraud import FRAUD_JOBS
 from sensors.loans import loans_batch_job, loans_stream_job
 from sensors.warehouse import commerce_warehouse_job
 from tests.conftest import ROOT
 
 STREAMING = [clickstream_ingest_job, loans_stream_job, FRAUD_JOBS[0], FRAUD_JOBS[1]]
-BATCH = [clickstream_daily_job, clickstream_gold_job, loans_batch_job, FRAUD_JOBS[2], commerce_warehouse_job]
+BATCH = [clickstream_daily_job, loans_batch_job, FRAUD_JOBS[2], commerce_warehouse_job]
 HOUSEKEEPING = [clickstream_freshness_job]
 
 

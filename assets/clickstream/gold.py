@@ -6,16 +6,16 @@ import pandera.pandas as pa
 import pyarrow
 from pandera.typing import Series
 
+from assets.clickstream.aggregates import load_date, write_gold
 from assets.clickstream.names import (
     DAILY_METRICS_TABLE,
     PRODUCT_FUNNEL_TABLE,
     SILVER_TABLE,
     clickstream_daily_partitions,
 )
-from assets.clickstream.silver import SILVER_ARROW_SCHEMA
-from assets.pandera_checks import schema_check_result, table_schema
+from assets.pandera_checks import schema_check_result, table_schema, validate_schema
+from assets.streaming import Report
 from resources import LakeResource, WarehouseResource
-from resources.warehouse import engine
 
 
 class DailyMetrics(pa.DataFrameModel):
@@ -37,40 +37,6 @@ class ProductFunnel(pa.DataFrameModel):
     view_to_click: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     click_to_purchase: Series[float] = pa.Field(ge=0, le=1, nullable=True)
     view_to_purchase: Series[float] = pa.Field(ge=0, le=1, nullable=True)
-
-
-DAILY_METRICS_SQL = """
-SELECT strftime(event_date, '%Y-%m-%d') AS event_date, event_name, platform, count(*)::BIGINT AS events,
-       count(DISTINCT user_id)::BIGINT AS users, count(DISTINCT "SKU")::BIGINT AS products
-FROM silver GROUP BY ALL ORDER BY ALL
-"""
-
-# A user counts at a stage only after reaching the stage before it on the same product that day:
-# clickers clicked after a view, purchasers purchased after such a click.
-PRODUCT_FUNNEL_SQL = """
-WITH firsts AS (
-    SELECT "SKU", user_id,
-           min(event_datetime) FILTER (event_name = 'view') AS viewed,
-           min(event_datetime) FILTER (event_name = 'click') AS clicked,
-           max(event_datetime) FILTER (event_name = 'purchase') AS purchased
-    FROM silver WHERE "SKU" IS NOT NULL GROUP BY ALL
-), stages AS (
-    SELECT "SKU", viewed IS NOT NULL AS v,
-           viewed IS NOT NULL AND clicked >= viewed AS c,
-           viewed IS NOT NULL AND clicked >= viewed AND purchased >= clicked AS p
-    FROM firsts
-), names AS (
-    SELECT "SKU", min(product_name) AS product_name FROM silver GROUP BY ALL
-), counts AS (
-    SELECT "SKU", count(*) FILTER (v) AS viewers, count(*) FILTER (c) AS clickers, count(*) FILTER (p) AS purchasers
-    FROM stages GROUP BY ALL
-)
-SELECT "SKU", product_name, viewers, clickers, purchasers,
-       clickers / nullif(viewers, 0) AS view_to_click,
-       purchasers / nullif(clickers, 0) AS click_to_purchase,
-       purchasers / nullif(viewers, 0) AS view_to_purchase
-FROM counts JOIN names USING ("SKU") ORDER BY "SKU"
-"""
 
 
 def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
@@ -95,7 +61,8 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
             group_name="clickstream_gold",
             kinds={"deltalake", "duckdb"},
             description=(
-                "Per product and day: users who viewed, then clicked, then purchased it, and the "
+                "Per product and day: users who viewed it; of them, those who clicked it at or after "
+                "their first view; of those, who purchased it at or after their first view; and the "
                 "conversion rates between the stages."
             ),
             metadata={"dagster/column_schema": table_schema(ProductFunnel)},
@@ -109,43 +76,82 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
     ],
 )
 def clickstream_gold(context: dg.AssetExecutionContext, lake: LakeResource, warehouse: WarehouseResource):
-    """Recompute the run's dates of gold from silver and publish them as DuckDB views."""
-    outputs: dict[str, list[pd.DataFrame]] = {DAILY_METRICS_TABLE: [], PRODUCT_FUNNEL_TABLE: []}
+    """Gold of the run's dates, counted from their aggregate state (O(distinct keys), no event is read
+    again), and published to DuckDB. The streaming run keeps the same tables current between these runs."""
+    published = {}
     for event_date in context.partition_keys:
-        silver = lake.scan(SILVER_TABLE, [event_date], schema=SILVER_ARROW_SCHEMA)
-        with engine() as conn:
-            conn.register("silver", silver)
-            # Arrow straight from DuckDB: an empty date keeps the columns' types.
-            metrics = conn.execute(DAILY_METRICS_SQL).to_arrow_table()
-            funnel = conn.execute(
-                f"SELECT DATE '{event_date}' AS event_date, * FROM ({PRODUCT_FUNNEL_SQL})"
-            ).to_arrow_table()
-        metrics = metrics.set_column(0, "event_date", metrics["event_date"].cast(pyarrow.date32()))
-        for table, rows in ((DAILY_METRICS_TABLE, metrics), (PRODUCT_FUNNEL_TABLE, funnel)):
-            lake.replace_dates(table, rows, [event_date])
-            frame = rows.to_pandas()
-            frame["event_date"] = frame["event_date"].astype(str)
-            outputs[table].append(frame)
-    for table, model, asset, check in (
-        (DAILY_METRICS_TABLE, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
-        (PRODUCT_FUNNEL_TABLE, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
-    ):
-        frame = pd.concat(outputs[table], ignore_index=True)
+        published[event_date] = write_gold(lake, event_date, load_date(lake, event_date))
+    frames = gold_frames(published)
+    for (table, model, asset, check), frame in zip(GOLD_OUTPUTS, frames.values(), strict=True):
         yield dg.MaterializeResult(
             asset_key=asset,
             metadata={
                 "dagster/row_count": len(frame),
                 "preview": dg.MetadataValue.md(frame.head(10).to_markdown() or ""),
+                "table": table,
             },
         )
         yield schema_check_result(model, frame, asset_key=asset, check_name=check)
-    publish(warehouse, lake, {name: pd.concat(frames, ignore_index=True) for name, frames in outputs.items()})
+    publish(warehouse, lake, frames)
+
+
+GOLD_OUTPUTS = (
+    (DAILY_METRICS_TABLE, DailyMetrics, "gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
+    (PRODUCT_FUNNEL_TABLE, ProductFunnel, "gold_clickstream_product_funnel", "product_funnel_schema_check"),
+)
+
+
+def gold_frames(published: dict[str, tuple[pyarrow.Table, pyarrow.Table]]) -> dict[str, pd.DataFrame]:
+    """Gold rows of several dates, (metrics, funnel) per date, as one frame per gold table."""
+    return {
+        table: pd.concat([_frame(tables[i]) for tables in published.values()], ignore_index=True)
+        for i, table in enumerate((DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE))
+    }
+
+
+def _frame(rows: pyarrow.Table) -> pd.DataFrame:
+    frame = rows.to_pandas()
+    frame["event_date"] = frame["event_date"].astype(str)
+    return frame
+
+
+def gold_report(published: dict[str, tuple[pyarrow.Table, pyarrow.Table]]) -> Report:
+    """What the streaming run reports when it publishes gold: per date, both tables' materializations and
+    their schema checks."""
+    report = Report()
+    for event_date, tables in published.items():
+        for (table, model, asset, check), rows in zip(GOLD_OUTPUTS, tables, strict=True):
+            passed, metadata = validate_schema(model, _frame(rows))
+            report.materializations.append(
+                dg.AssetMaterialization(
+                    asset, partition=event_date, metadata={"dagster/row_count": rows.num_rows, "table": table}
+                )
+            )
+            report.checks.append(
+                dg.AssetCheckEvaluation(
+                    asset_key=dg.AssetKey(asset),
+                    check_name=check,
+                    passed=passed,
+                    metadata=metadata,
+                    partition=event_date,
+                )
+            )
+    return report
 
 
 def publish(warehouse: WarehouseResource, lake: LakeResource, gold: dict[str, pd.DataFrame]) -> None:
-    """Gold dates into DuckDB tables (replacing exactly those dates), so analysts query them by name;
-    silver is there too, as a view over its Delta table (DuckDB's delta extension)."""
+    """Silver and gold by name in DuckDB, for analysts: on a local lake, views over the Delta tables (always
+    current, also between gold runs); on S3, gold's dates copied into DuckDB tables (replacing exactly
+    those dates)."""
     with warehouse.connect() as conn:
+        if not lake.is_s3:
+            for table in (SILVER_TABLE, DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE):
+                if lake.table(table) is not None:
+                    view = table.replace("/", "_")
+                    if conn.execute("SELECT 1 FROM duckdb_tables() WHERE table_name = ?", [view]).fetchone():
+                        conn.execute(f"DROP TABLE {view}")  # a copy from an S3 lake of earlier days
+                    conn.execute(f"CREATE OR REPLACE VIEW {view} AS SELECT * FROM delta_scan('{lake.uri(table)}')")
+            return
         for dataset, frame in gold.items():
             table = dataset.replace("/", "_")
             conn.register("frame", frame)
@@ -153,6 +159,3 @@ def publish(warehouse: WarehouseResource, lake: LakeResource, gold: dict[str, pd
             conn.execute(f"DELETE FROM {table} WHERE event_date IN (SELECT DISTINCT event_date FROM frame)")
             conn.execute(f"INSERT INTO {table} BY NAME SELECT * FROM frame")
             conn.unregister("frame")
-        if not lake.is_s3 and lake.table(SILVER_TABLE) is not None:
-            source = f"delta_scan('{lake.uri(SILVER_TABLE)}')"
-            conn.execute(f"CREATE OR REPLACE VIEW silver_clickstream_events AS SELECT * FROM {source}")

@@ -12,8 +12,13 @@ QUARANTINE_TABLE = "quarantine/clickstream_events"
 DUPLICATES_TABLE = "silver/clickstream_duplicates"
 DAILY_METRICS_TABLE = "gold/clickstream_daily_metrics"
 PRODUCT_FUNNEL_TABLE = "gold/clickstream_product_funnel"
+# The keyed state gold is counted from (assets/clickstream/aggregates.py).
+AGGREGATE_STATE_TABLE = "gold/clickstream_aggregate_state"
 
 clickstream_daily_partitions = dg.DailyPartitionsDefinition(start_date="2023-01-01", end_offset=2)
+
+# Fields that identify a person: masked wherever a row is shown to operators (resources/privacy.py).
+PERSONAL_FIELDS = ("user_id",)
 
 EVENT_NAMES = ["view", "click", "add_to_cart", "purchase"]
 PLATFORMS = ["web", "mobile", "ios", "android"]

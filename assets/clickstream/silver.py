@@ -20,10 +20,14 @@ import pyarrow.compute as pc
 import pyarrow.dataset as pads
 from pandera.typing import Series
 
+from assets.clickstream.aggregates import STATE_SCHEMA, LiveAggregates, state_of
+from assets.clickstream.gold import gold_report
 from assets.clickstream.names import (
+    AGGREGATE_STATE_TABLE,
     BRONZE_TABLE,
     DUPLICATES_TABLE,
     EVENT_NAMES,
+    PERSONAL_FIELDS,
     PLATFORMS,
     QUARANTINE_TABLE,
     SILVER_TABLE,
@@ -31,10 +35,19 @@ from assets.clickstream.names import (
 )
 from assets.clickstream.parsing import parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
+from assets.quality import (
+    NOTHING_LOST_CHECK,
+    NOTHING_LOST_DESCRIPTION,
+    QUARANTINE_RATE_CHECK,
+    QUARANTINE_RATE_DESCRIPTION,
+    nothing_lost,
+    quarantine_rate,
+)
 from assets.streaming import Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
+from resources.privacy import masked_rows
 
 
 class SilverClickstreamEvent(pa.DataFrameModel):
@@ -101,7 +114,6 @@ DUPLICATE_ARROW_SCHEMA = pyarrow.schema(
 # twice (producer retry, replay) is recognised by the hash of everything it says.
 _EVENT_ID_SQL = 'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"]))'
 _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
-QUARANTINE_RATE_THRESHOLD = 0.05
 # Materializations and backfills of silver take turns; the streaming run stays out of the pool (it would
 # hold it for minutes and block its successor): concurrent writers are resolved by the table's commits.
 SILVER_WRITER_POOL = "clickstream_silver_writer"
@@ -318,26 +330,35 @@ class SilverWriter:
 
     lake: LakeResource
     seen: SeenEvents
+    gold: LiveAggregates
 
     @classmethod
-    def open(cls, lake: LakeResource, window_minutes: int = 30) -> "SilverWriter":
+    def open(cls, lake: LakeResource, window_minutes: int = 30, gold_publish_seconds: float = 5.0) -> "SilverWriter":
         seen = SeenEvents(lake, window_minutes)
         seen.start(time.time_ns() // 1000)
-        return cls(lake, seen)
+        return cls(lake, seen, LiveAggregates(lake, gold_publish_seconds))
 
     def __call__(self, batch: Batch) -> Report:
         routed = batch.rows
         good = routed.filter(pc.is_null(routed["reason"]))
         split = split_routed(routed, self.seen.is_seen(good))
-        # Quarantine and duplicates first, silver last: a retry after a crash between them finds silver
-        # as it was, so the duplicate check decides exactly as before.
+        # Quarantine, duplicates and gold's state first, silver last: a retry after a crash between them finds
+        # silver as it was, so the duplicate check decides exactly as before.
         append_once(self.lake, QUARANTINE_TABLE, split.quarantine, batch)
         failpoint("between_tables")
         append_once(self.lake, DUPLICATES_TABLE, split.duplicates, batch)
+        self.gold.add(batch, split.silver)
         appended = append_once(self.lake, SILVER_TABLE, split.silver, batch, SILVER_ARROW_SCHEMA)
         if appended:
             self.seen.add(split.silver)
-        return _batch_report(batch, split)
+        report = _batch_report(batch, split)
+        if self.gold.due():
+            report.extend(self.publish_gold())
+        return report
+
+    def publish_gold(self) -> Report:
+        """Gold of the dates touched since the last publication, written and reported with its checks."""
+        return gold_report(self.gold.publish())
 
 
 def _batch_report(batch: Batch, split: SilverRows) -> Report:
@@ -354,7 +375,6 @@ def _batch_report(batch: Batch, split: SilverRows) -> Report:
     }
     for event_date, bronze_rows in batch.rows_by_date().items():
         added = {name: counts.get(event_date, 0) for name, counts in by_date.items()}
-        accounted = added["silver"] + added["quarantine"] + added["duplicates"]
         report.materializations += [
             dg.AssetMaterialization(
                 "silver_clickstream_events",
@@ -365,30 +385,29 @@ def _batch_report(batch: Batch, split: SilverRows) -> Report:
                 "quarantine_clickstream_events", partition=event_date, metadata={"rows_added": added["quarantine"]}
             ),
         ]
-        rate = added["quarantine"] / bronze_rows if bronze_rows else 0.0
         reasons = split.quarantine.filter(
             pc.equal(split.quarantine["event_date"], pyarrow.scalar(event_date).cast(pyarrow.date32()))
+        )
+        lost_passed, lost_metadata = nothing_lost(
+            bronze_rows, clean=added["silver"], quarantined=added["quarantine"], duplicates=added["duplicates"]
+        )
+        rate_passed, rate_metadata = quarantine_rate(
+            bronze_rows, added["quarantine"], SilverRows(split.silver, reasons, split.duplicates).reasons()
         )
         report.checks += [
             dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("quarantine_clickstream_events"),
-                check_name="nothing_lost_check",
-                passed=accounted == bronze_rows,
-                metadata={"bronze_rows": bronze_rows, "accounted_rows": accounted, "scope": "micro-batch"},
+                check_name=NOTHING_LOST_CHECK,
+                passed=lost_passed,
+                metadata=lost_metadata | {"scope": "micro-batch"},
                 partition=event_date,
             ),
             dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("quarantine_clickstream_events"),
-                check_name="quarantine_rate_check",
-                passed=rate <= QUARANTINE_RATE_THRESHOLD,
+                check_name=QUARANTINE_RATE_CHECK,
+                passed=rate_passed,
                 severity=dg.AssetCheckSeverity.WARN,
-                metadata={
-                    "quarantine_rate": rate,
-                    "threshold": QUARANTINE_RATE_THRESHOLD,
-                    "quarantined": added["quarantine"],
-                    "reasons": dg.MetadataValue.json(SilverRows(split.silver, reasons, split.duplicates).reasons()),
-                    "scope": "micro-batch",
-                },
+                metadata=rate_metadata | {"scope": "micro-batch"},
                 partition=event_date,
             ),
         ]
@@ -404,9 +423,9 @@ def _count_by_date(table: pyarrow.Table) -> dict[str, int]:
 
 
 def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, dict]:
-    """Rebuild silver, quarantine and duplicates of `event_dates` from bronze, replacing exactly those
-    dates (one commit per table and date) and compacting their bronze files. Used by materializations
-    and backfills of silver (the daily close, reprocessing, disaster recovery).
+    """Rebuild silver, quarantine, duplicates and gold's aggregate state of `event_dates` from bronze,
+    replacing exactly those dates (one commit per table and date) and compacting their bronze files.
+    Used by materializations and backfills of silver (the daily close, reprocessing, disaster recovery).
 
     The streaming run may append to a date while it is rebuilt here: the replace is computed from the
     table version read at the start and fails if a batch landed in the date since (the rebuild then
@@ -415,20 +434,14 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
     summaries = {}
     for event_date in event_dates:
         while True:
-            versions = {t: lake.version(t) for t in (SILVER_TABLE, QUARANTINE_TABLE, DUPLICATES_TABLE)}
+            tables = (QUARANTINE_TABLE, DUPLICATES_TABLE, AGGREGATE_STATE_TABLE, SILVER_TABLE)
+            versions = {t: lake.version(t) for t in tables}
             bronze, tokens = bronze_date(lake, BRONZE_TABLE, event_date)
             split = split_routed(route_messages(bronze))
+            silver = _stored_silver(split.silver).sort_by([("event_datetime", "ascending"), ("event_id", "ascending")])
+            state = state_of(silver).select(STATE_SCHEMA.names)
             try:
-                for table, rows in (
-                    (QUARANTINE_TABLE, split.quarantine),
-                    (DUPLICATES_TABLE, split.duplicates),
-                    (
-                        SILVER_TABLE,
-                        _stored_silver(split.silver).sort_by(
-                            [("event_datetime", "ascending"), ("event_id", "ascending")]
-                        ),
-                    ),
-                ):
+                for table, rows in zip(tables, (split.quarantine, split.duplicates, state, silver), strict=True):
                     lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
             except CommitFailedError as conflict:
                 if log:
@@ -533,7 +546,7 @@ def _silver(lake: LakeResource, event_date: str) -> pd.DataFrame:
 
 
 def _check_schema(lake, event_date, _context):
-    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date))
+    return validate_schema(SilverClickstreamEvent, _silver(lake, event_date), PERSONAL_FIELDS)
 
 
 def _check_unique(lake, event_date, _context):
@@ -556,21 +569,16 @@ def _check_nothing_lost(lake, event_date, _context, settle_seconds: float = 60.0
         if (settled and accounted == bronze_rows) or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    return accounted == bronze_rows, {"bronze_rows": bronze_rows, "accounted_rows": accounted, "duplicates": duplicates}
+    return nothing_lost(
+        bronze_rows, clean=counts[SILVER_TABLE], quarantined=counts[QUARANTINE_TABLE], duplicates=duplicates
+    )
 
 
 def _check_quarantine_rate(lake, event_date, _context):
     frame = lake.scan(QUARANTINE_TABLE, [event_date], schema=QUARANTINE_ARROW_SCHEMA).to_pandas()
     total = lake.count_by_date(BRONZE_TABLE, [event_date]).get(event_date, 0)
-    rate = len(frame) / total if total else 0.0
-    sample = frame.head(5).assign(payload=lambda f: f["payload"].map(_preview)).astype(str).to_dict(orient="records")
-    return rate <= QUARANTINE_RATE_THRESHOLD, {
-        "quarantine_rate": rate,
-        "threshold": QUARANTINE_RATE_THRESHOLD,
-        "quarantined": len(frame),
-        "reasons": dg.MetadataValue.json(frame["reason"].value_counts().to_dict()),
-        "sample": dg.MetadataValue.json(sample),
-    }
+    passed, metadata = quarantine_rate(total, len(frame), frame["reason"].value_counts().to_dict())
+    return passed, metadata | {"sample": dg.MetadataValue.json(masked_rows(frame, PERSONAL_FIELDS))}
 
 
 @dg.asset_check(
@@ -595,9 +603,10 @@ def silver_unique_event_check(context: dg.AssetCheckExecutionContext, lake: Lake
 
 @dg.asset_check(
     asset="quarantine_clickstream_events",
+    name=NOTHING_LOST_CHECK,
     blocking=True,
     partitions_def=clickstream_daily_partitions,
-    description="Every bronze message of the date is in silver, in quarantine, or a counted duplicate.",
+    description=NOTHING_LOST_DESCRIPTION,
 )
 def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     return _per_date(context, lake, _check_nothing_lost)
@@ -605,13 +614,10 @@ def nothing_lost_check(context: dg.AssetCheckExecutionContext, lake: LakeResourc
 
 @dg.asset_check(
     asset="quarantine_clickstream_events",
+    name=QUARANTINE_RATE_CHECK,
     partitions_def=clickstream_daily_partitions,
-    description=f"Warns when more than {QUARANTINE_RATE_THRESHOLD:.0%} of a date's messages are quarantined.",
+    description=QUARANTINE_RATE_DESCRIPTION,
 )
 def quarantine_rate_check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     result = _per_date(context, lake, _check_quarantine_rate)
     return dg.AssetCheckResult(passed=result.passed, metadata=result.metadata, severity=dg.AssetCheckSeverity.WARN)
-
-
-def _preview(payload: bytes | None) -> str:
-    return "" if payload is None else payload[:200].decode("utf-8", errors="backslashreplace")

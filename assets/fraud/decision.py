@@ -29,6 +29,7 @@ from assets.fraud.names import (
     BRONZE_EVENTS,
     DECISION_EVENTS,
     DECISION_WRITER_POOL,
+    PERSONAL_FIELDS,
     QUARANTINE_EVENTS,
     SCD1,
     SCD2,
@@ -453,7 +454,7 @@ def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int]
     """The date's checks on a rebuilt date, or on what a live batch added to it (its accounting: every
     message of the batch is a decision, a duplicate or quarantined). `quarantine_rate_over`: (quarantined,
     messages) to rate instead of the build's own (a live run's running counts of the date)."""
-    passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas())
+    passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas(), PERSONAL_FIELDS)
     accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
     quarantined, messages = quarantine_rate_over or (build.quarantine.num_rows, build.bronze_rows)
     rate = quarantined / messages if messages else 0.0

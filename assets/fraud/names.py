@@ -19,6 +19,9 @@ SCD1 = "silver/fraud_buyer_scd1"
 QUARANTINE_CHANGES = "quarantine/fraud_buyer_changes"
 LATEST_FEATURES = "gold/fraud_buyer_latest_features"
 
+# Fields that identify a buyer or a person: masked wherever a row is shown to operators (resources/privacy.py).
+PERSONAL_FIELDS = ("buyer_id", "name", "email", "contact_person", "address")
+
 # Date runs (backfills, dimension changes) rewrite decision dates and the serving table one at a time. The
 # live ingest run stays out of the pool (it would hold it for minutes): concurrent writers are resolved by
 # the tables' commits (see rebuild_decision_dates).

@@ -1,27 +1,23 @@
 """Features: the versioned risk-score feature table and the registry of every feature version.
 
-The feature logic's version is the asset's `code_version`: changing the logic (a new FeatureVersion in
-logic.py and ACTIVE_FEATURE_VERSION) shows the asset as changed and stale in the UI, and materializing it
-runs the backfill the version asks for. Older versions' rows stay where they were written.
+The active feature version is configuration: LOAN_FEATURE_VERSION, read once when the code location loads
+(default: the latest version in logic.py). It is the asset's `code_version`, so switching it shows the asset
+as changed and stale in the UI, and materializing it runs what the version asks for (continue from the
+previous version, or recompute every row). Older versions' rows stay where they were written.
 """
+
+import os
 
 import dagster as dg
 import pandas as pd
 import pyarrow as pa
 
-from assets.loans.logic import ACTIVE_FEATURE_VERSION, FEATURE_VERSIONS, LOGIC_TEXT
-from assets.loans.store import (
-    FEATURES_DATASET,
-    columns_of,
-    loans_lock,
-    publish_views,
-    read_version_state,
-    seq_files,
-    update_features,
-)
+from assets.loans.logic import FEATURE_VERSIONS, LOGIC_TEXT
+from assets.loans.names import FEATURE_VERSION_ENV, FEATURES_DATASET, REGISTRY_DATASET
+from assets.loans.store import columns_of, publish_views, update_features, version_stats
 from resources import LakeResource, WarehouseResource
+from resources.lake import write_table
 
-REGISTRY_DATASET = "features/loan_feature_registry"
 COLUMN_DESCRIPTIONS = {
     "seq": "The application's place in the feature order (application date, then arrival); joins loan_applications.",
     "application_date": "Application Date.",
@@ -77,12 +73,12 @@ class FeatureRunConfig(dg.Config):
 def registry(lake: LakeResource, upto: int) -> pd.DataFrame:
     """One row per feature and version: logic, columns, when it took effect, the code version, and what the
     lake holds for it."""
+    stats = version_stats(lake)
     rows = []
     for v in FEATURE_VERSIONS.values():
         if v.version > upto:
             continue
-        state = read_version_state(lake, v.version) or {}
-        stored = sum(last - first + 1 for first, last, _ in seq_files(lake, FEATURES_DATASET, f"v{v.version}"))
+        stored = stats.get(v.version, {})
         for column, logic in v.features.items():
             rows.append(
                 {
@@ -96,15 +92,24 @@ def registry(lake: LakeResource, upto: int) -> pd.DataFrame:
                     "change": v.change,
                     "code_version": v.code_version,
                     "status": "active" if v.version == upto else "superseded",
-                    "rows_stored": stored,
-                    "first_computed_at": state.get("started_at"),
-                    "first_seq": state.get("first_seq"),
+                    "rows_stored": stored.get("rows", 0),
+                    "first_computed_at": stored.get("first_computed_at"),
+                    "first_seq": stored.get("first_seq"),
                 }
             )
-    return pd.DataFrame(rows)
+    return pd.DataFrame(rows).astype({"rows_stored": "int64", "first_seq": "Int64", "first_computed_at": "string"})
 
 
-def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[dg.AssetsDefinition]:
+def active_feature_version() -> int:
+    """The feature version this deployment computes: LOAN_FEATURE_VERSION, else the latest one. Read when
+    the definitions load, because the version is the asset's code version (what the UI compares)."""
+    setting = os.environ.get(FEATURE_VERSION_ENV) or str(max(FEATURE_VERSIONS))
+    if not setting.isdigit() or int(setting) not in FEATURE_VERSIONS:
+        raise ValueError(f"{FEATURE_VERSION_ENV}={setting!r}: not a feature version; known: {sorted(FEATURE_VERSIONS)}")
+    return int(setting)
+
+
+def build_feature_assets(version_number: int) -> list[dg.AssetsDefinition]:
     """The feature table and registry as of feature version `version_number` (the code deployed)."""
     version = FEATURE_VERSIONS[version_number]
 
@@ -112,20 +117,22 @@ def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[d
         name="loan_risk_features",
         deps=["loan_applications"],
         group_name="loans_features",
-        kinds={"parquet", "duckdb"},
+        kinds={"deltalake", "duckdb"},
         code_version=version.code_version,
         description=(
             f"Risk-score features per loan application, version {version.version} (schema version "
             f"{version.schema_version}): {', '.join(f'{c} = {lg}' for c, lg in version.features.items())}. "
             "Point in time: each row's features use only applications that arrived before it. Every version "
-            "is stored apart and stays readable: DuckDB views loan_risk_features_v<N> and "
-            "loan_training_set_v<N>, Python assets.loans.store.training_set(lake, N, start, end)."
+            "stays readable beside the others (its own partition of the table, with exactly its columns): "
+            "DuckDB views loan_risk_features_v<N> and "
+            "loan_training_set_v<N>, Python assets.loans.store.training_set(lake, N, start, end). The version "
+            f"computed is the setting {FEATURE_VERSION_ENV}."
         ),
         metadata={
             "dagster/column_schema": feature_table_schema(version.version),
             "feature_version": version.version,
             "schema_version": version.schema_version,
-            "dataset": f"{FEATURES_DATASET}/v{version.version}",
+            "table": FEATURES_DATASET,
         },
     )
     def loan_risk_features(
@@ -134,15 +141,14 @@ def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[d
         lake: LakeResource,
         warehouse: WarehouseResource,
     ) -> dg.MaterializeResult:
-        with loans_lock(lake):
-            update = update_features(lake, version, recompute=config.recompute)
-            with warehouse.connect() as conn:
-                views = publish_views(lake, conn)
+        update = update_features(lake, version, recompute=config.recompute)
+        with warehouse.connect() as conn:
+            views = publish_views(lake, conn)
         context.log.info(f"v{update.version}: {update.rows} rows from seq {update.first_seq} ({update.started})")
-        state = read_version_state(lake, version.version) or {}
+        stored = version_stats(lake).get(version.version, {})
         return dg.MaterializeResult(
             metadata={
-                "dagster/row_count": int(state.get("next_seq", 0)) - int(state.get("first_seq", 0)),
+                "dagster/row_count": stored.get("rows", 0),
                 "rows_written": update.rows,
                 "first_seq_written": update.first_seq,
                 "how": update.started,
@@ -156,14 +162,14 @@ def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[d
         name="loan_feature_registry",
         deps=["loan_risk_features"],
         group_name="loans_features",
-        kinds={"duckdb"},
+        kinds={"deltalake", "duckdb"},
         code_version=f"registry-{version.code_version}",
         description="The feature registry: per feature and version, its logic, its columns, when it took "
         "effect, the code version that produced it and the rows stored. DuckDB table loan_feature_registry.",
     )
     def loan_feature_registry(lake: LakeResource, warehouse: WarehouseResource) -> dg.MaterializeResult:
         table = registry(lake, version.version)
-        lake.write_parquet(pa.Table.from_pandas(table, preserve_index=False), REGISTRY_DATASET, "registry.parquet")
+        write_table(lake, REGISTRY_DATASET, pa.Table.from_pandas(table, preserve_index=False), replace_where="true")
         with warehouse.connect() as conn:
             conn.register("registry", table)
             conn.execute("CREATE OR REPLACE TABLE loan_feature_registry AS SELECT * FROM registry")
@@ -190,4 +196,4 @@ def build_feature_assets(version_number: int = ACTIVE_FEATURE_VERSION) -> list[d
     return [loan_risk_features, loan_feature_registry]
 
 
-loan_risk_features, loan_feature_registry = build_feature_assets(ACTIVE_FEATURE_VERSION)
+loan_risk_features, loan_feature_registry = build_feature_assets(active_feature_version())

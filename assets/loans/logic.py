@@ -13,10 +13,10 @@ rows before them (null before the first score) and do not change them.
 - EMA50: span 50, alpha = 2/51. ema_1 = score_1 (seeded with the first score, no warm-up mean);
   ema_t = alpha * score_t + (1 - alpha) * ema_(t-1).
 
-State. Everything a stream increment needs from the past is the last 99 scores, the last EMA value and
-the count of scores seen: an increment costs O(its own rows), whatever the length of the history.
-Integer scores and integer running sums make the moving averages exact, so a stream split at any
-point gives bit-for-bit the numbers of one batch pass.
+State. Everything a stream increment needs from the past is the last 100 scores, the last EMA value and
+the count of scores seen (`window_state` rebuilds it from them): an increment costs O(its own rows),
+whatever the length of the history. Integer scores and integer running sums make the moving averages
+exact, so a stream split at any point gives bit-for-bit the numbers of one batch pass.
 """
 
 from __future__ import annotations
@@ -46,6 +46,20 @@ class WindowState:
     @classmethod
     def from_json(cls, doc: dict | None) -> WindowState:
         return cls(list(doc["tail"]), doc["ema"], int(doc["seen"]), dict(doc["last"])) if doc else cls()
+
+
+def window_state(recent: np.ndarray, seen: int, ema: float | None) -> WindowState:
+    """The state after a row, rebuilt from what the tables hold: the scores up to it (at least the last
+    100, oldest first), how many scores were seen in all and the EMA at the last one. Bit for bit the
+    state `compute_features` returns: each moving average is the same integer sum over the same count."""
+    last = {}
+    if seen:
+        for logic, window in WINDOWS.items():
+            count = min(seen, window)
+            last[logic] = int(recent[-count:].sum()) / count
+        if ema is not None:
+            last["ema50"] = ema
+    return WindowState(tail=[int(x) for x in recent[-TAIL:]], ema=ema, seen=seen, last=last)
 
 
 def moving_average(scores: np.ndarray, prior: np.ndarray, seen_before: int, window: int) -> np.ndarray:
@@ -131,7 +145,6 @@ FEATURE_VERSIONS = {
         ),
     ]
 }
-ACTIVE_FEATURE_VERSION = 3
 
 
 def compute_features(

@@ -78,7 +78,9 @@ def read_csv_rows(data: bytes) -> tuple[pd.DataFrame, list[tuple[int, str, str]]
     reader = csv.reader(io.StringIO(data.decode("utf-8-sig", errors="replace")))
     header = next(reader, None)
     if header != HEADER:
-        raise ValueError(f"unexpected header {header!r}; expected {HEADER!r}")
+        # The received "header" is not quoted: in a file without one, it is an applicant's row.
+        missing = [name for name in HEADER if name not in (header or [])]
+        raise ValueError(f"unexpected header of {len(header or [])} fields, without {missing}; expected {HEADER!r}")
     rows, numbers, bad = [], [], []
     for number, row in enumerate(reader, start=1):
         if len(row) == len(HEADER):

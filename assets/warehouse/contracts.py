@@ -14,7 +14,14 @@ class Entity:
     columns: dict[str, str]  # column -> type family
     required: tuple[str, ...]
     pii: tuple[str, ...] = ()
+    # Kept in clear for analysts (location KPIs), but like `pii` never shown to operators.
+    identifying: tuple[str, ...] = ()
     aliases: dict[str, str] = field(default_factory=dict)  # drifted source name -> contract name
+
+    @property
+    def personal(self) -> tuple[str, ...]:
+        """Fields masked wherever a row is shown to operators (resources/privacy.py)."""
+        return (*self.pii, *self.identifying)
 
 
 ENTITIES = {
@@ -64,6 +71,7 @@ ENTITIES = {
             },
             required=("customer_id", "city", "country", "updated_at"),
             pii=("first_name", "last_name", "email", "phone", "street"),
+            identifying=("postcode",),
             aliases={"email_address": "email", "phone_number": "phone", "zip": "postcode"},
         ),
         Entity(

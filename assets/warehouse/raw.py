@@ -12,11 +12,11 @@ import dagster as dg
 import duckdb
 import pyarrow as pa
 import pyarrow.csv as pcsv
-from deltalake.schema import Field, PrimitiveType
 
 from assets.warehouse.contracts import ENTITIES, type_family
 from assets.warehouse.names import raw_table, warehouse_daily_partitions
 from resources import LakeResource, LandingResource, PostgresResource
+from resources.lake import write_table
 from resources.warehouse import engine
 
 PG_ARROW = {
@@ -103,23 +103,15 @@ def read_landing(landing: LandingResource, entity: str, day: str) -> pa.Table | 
 
 def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, day: str) -> None:
     """Make date `day` of raw table `name` hold exactly `rows` (nothing when None), in one commit. Columns
-    the source added are added to the table (earlier dates read them as null); columns it dropped are
-    null on this date."""
-    table = lake.table(name)
-    held = pa.schema(table.schema().to_arrow()) if table is not None else None
+    the source added join the table (earlier dates read them as null); columns it dropped are null on
+    this date."""
     if rows is None:
-        if held is not None:  # no delivery: the date is empty
-            lake.replace_dates(name, held.empty_table(), [day])
-        return
+        rows = pa.table({})  # no delivery: the date is emptied (a table never delivered stays absent)
+        if lake.table(name) is None:
+            return
     day_column = pa.array([dt.date.fromisoformat(day)] * rows.num_rows, pa.date32())
-    data: pa.Table = rows.append_column("event_date", day_column)
-    if table is not None and held is not None:
-        added = [c for c in data.column_names if c not in held.names]
-        if added:
-            table.alter.add_columns([Field(c, PrimitiveType("string"), nullable=True) for c in added])
-        for column in [c for c in held.names if c not in data.column_names]:
-            data = data.append_column(column, pa.nulls(data.num_rows, held.field(column).type))
-    lake.replace_dates(name, data, [day])
+    rows = rows.append_column("event_date", day_column)
+    write_table(lake, name, rows, replace_where=f"event_date = '{day}'", partition_by=["event_date"])
 
 
 def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:

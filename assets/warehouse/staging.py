@@ -14,6 +14,7 @@ from assets.pandera_checks import schema_check_result, table_schema
 from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
 from assets.warehouse.names import quarantine_table, raw_table, staging_table, warehouse_daily_partitions
 from resources import LakeResource, PseudonymizerResource
+from resources.privacy import masked_rows
 from resources.warehouse import engine
 
 _TS = {"dtype_kwargs": {"unit": "us", "tz": "UTC"}}
@@ -238,14 +239,16 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
                 "table": staging_table(entity.name),
             }
         )
-        result = schema_check_result(model, staged, asset_key=name, check_name=f"{name}_schema_check")
+        result = schema_check_result(
+            model, staged, asset_key=name, check_name=f"{name}_schema_check", personal=entity.personal
+        )
         yield result
         yield dg.AssetCheckResult(
             check_name=f"{name}_quarantine_check",
             passed=quarantine.empty,
             metadata={
                 "quarantined": len(quarantine),
-                "sample": dg.MetadataValue.json(quarantine.head(5).astype(str).to_dict(orient="records")),
+                "sample": dg.MetadataValue.json(masked_rows(quarantine, entity.personal)),
             },
         )
 
