@@ -105,13 +105,11 @@ def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, day: str) ->
     """Make date `day` of raw table `name` hold exactly `rows` (nothing when None), in one commit. Columns
     the source added join the table (earlier dates read them as null); columns it dropped are null on
     this date."""
-    if rows is None:
-        rows = pa.table({})  # no delivery: the date is emptied (a table never delivered stays absent)
-        if lake.table(name) is None:
-            return
-    day_column = pa.array([dt.date.fromisoformat(day)] * rows.num_rows, pa.date32())
-    rows = rows.append_column("event_date", day_column)
-    write_table(lake, name, rows, replace_where=f"event_date = '{day}'", partition_by=["event_date"])
+    if rows is None and lake.table(name) is None:
+        return  # no delivery, and never one: the table stays absent
+    data = rows if rows is not None else pa.table({})  # no delivery: the date is emptied
+    data = data.append_column("event_date", pa.array([dt.date.fromisoformat(day)] * data.num_rows, pa.date32()))
+    write_table(lake, name, data, replace_where=f"event_date = '{day}'", partition_by=["event_date"])
 
 
 def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
