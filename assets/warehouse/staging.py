@@ -142,7 +142,7 @@ def _typed_select(entity: Entity, received: list[str], source: str, day: str) ->
         target = DUCKDB_TYPES[family]
         names = sorted(by_contract.get(column, []), key=lambda name: name != column)
         raw = "coalesce(" + ", ".join(f'"{n}"' for n in names) + ")" if names else "NULL"
-        cast = f"TRY_CAST(NULLIF(TRIM(CAST({raw} AS VARCHAR)), '') AS {target})" if names else (f"NULL::{target}")
+        cast = f"TRY_CAST(NULLIF(TRIM(CAST({raw} AS VARCHAR)), '') AS {target})" if names else f"NULL::{target}"
         exprs.append(f"{cast} AS {column}")
         if column in entity.required:
             invalid.append(f"CASE WHEN {cast} IS NULL THEN '{column}' END")
@@ -220,10 +220,10 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
             staged, quarantine, count = stage_partition(lake, entity, day)
             for column in entity.pii:
                 staged[f"{column}_hash"] = pseudonymizer.pseudonyms(staged.pop(column))
-            date = pyarrow.array([dt.date.fromisoformat(day)] * len(staged), pyarrow.date32())
+            date = dt.date.fromisoformat(day)
             rows = _arrow(staged.assign(event_date=date), schema)
             lake.replace_dates(staging_table(entity.name), rows, [day])
-            quarantine = _arrow(quarantine.assign(event_date=dt.date.fromisoformat(day)), QUARANTINE_SCHEMA)
+            quarantine = _arrow(quarantine.assign(event_date=date), QUARANTINE_SCHEMA)
             lake.replace_dates(quarantine_table(entity.name), quarantine, [day])
             written.append(rows)
             quarantined.append(quarantine)
