@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import os
 import time
 from collections.abc import Iterator
@@ -10,6 +9,8 @@ from contextlib import contextmanager
 
 import duckdb
 from dagster import ConfigurableResource
+
+from resources.duckdb_lake import extension_path
 
 
 class WarehouseResource(ConfigurableResource):
@@ -47,17 +48,7 @@ def engine() -> duckdb.DuckDBPyConnection:
     return conn
 
 
-@functools.cache
-def _delta_extension() -> str:
-    """DuckDB's delta extension, from its PyPI wheel (DuckDB would download it, which fails offline)."""
-    from pathlib import Path
-
-    import duckdb_extension_delta
-
-    return str(next(Path(duckdb_extension_delta.__file__).parent.rglob("*.duckdb_extension")))
-
-
 def load_delta(conn: duckdb.DuckDBPyConnection) -> None:
     """Make `delta_scan` available on `conn`, for the views over the lake's Delta tables."""
     conn.execute("SET autoinstall_known_extensions = false")
-    conn.execute(f"LOAD '{_delta_extension()}'")
+    conn.execute(f"LOAD '{extension_path('delta')}'")

@@ -16,6 +16,7 @@ from assets.fraud.decision import DECISION_SCHEMA
 from assets.fraud.dimensions import SCD2_SCHEMA
 from assets.fraud.names import DECISION_EVENTS, DECISION_WRITER_POOL, LATEST_FEATURES, QUARANTINE_EVENTS, SCD1, SCD2
 from resources import LakeResource, WarehouseResource
+from resources.duckdb_lake import attach_lake
 from resources.lake import CommitFailedError
 from resources.warehouse import engine
 
@@ -198,6 +199,7 @@ def publish_fraud_views(warehouse: WarehouseResource, lake: LakeResource) -> boo
     if _PUBLISHED.get(warehouse.database) == statements and Path(warehouse.database).exists():
         return False
     with warehouse.connect() as conn:
+        attach_lake(conn, lake.root, lake.s3_endpoint_url, lake.s3_region)  # on S3: DuckDB's access to the bucket
         for statement in statements.values():
             conn.execute(statement)
     _PUBLISHED[warehouse.database] = statements

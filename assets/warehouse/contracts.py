@@ -19,12 +19,6 @@ class Entity:
     aliases: dict[str, str] = field(default_factory=dict)  # drifted source name -> contract name
 
     @property
-    def staged_columns(self) -> list[str]:
-        """Staging columns: personal data replaced by `<column>_hash`, plus lineage columns."""
-        cols = [f"{c}_hash" if c in self.pii else c for c in self.columns]
-        return [*cols, "source", "processing_date"]
-
-    @property
     def personal(self) -> tuple[str, ...]:
         """Fields masked wherever a row is shown to operators (resources/privacy.py)."""
         return (*self.pii, *self.identifying)

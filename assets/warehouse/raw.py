@@ -1,10 +1,12 @@
 """Raw: every commerce entity as received, from PostgreSQL (incremental by update time) and from the
-landing files, one partition per processing date. Raw keeps the source's columns and types exactly,
-drift included, so every later layer can be rebuilt from it."""
+landing files, in one Delta table per source and entity, partitioned by processing date. Raw keeps
+the source's columns exactly, drift included, and every value as the source exported it (text: a
+column the source retypes stays readable in the same table), so every later layer can be rebuilt
+from it. The source's column types are checked against the contract as each date is loaded."""
 
+import datetime as dt
 import io
 from datetime import timedelta
-from typing import cast
 
 import dagster as dg
 import duckdb
@@ -13,8 +15,9 @@ import pyarrow.csv as pcsv
 
 from assets.partition_checks import per_partition
 from assets.warehouse.contracts import ENTITIES, type_family
-from assets.warehouse.names import warehouse_daily_partitions
+from assets.warehouse.names import raw_table, warehouse_daily_partitions
 from resources import LakeResource, LandingResource, PostgresResource
+from resources.lake import write_table
 from resources.warehouse import engine
 
 PG_ARROW = {
@@ -30,10 +33,6 @@ PG_ARROW = {
     "date": pa.date32(),
     "boolean": pa.bool_(),
 }
-
-
-def raw_path(source: str, entity: str, day: str) -> tuple[str, ...]:
-    return ("commerce", "raw", source, entity, f"processing_date={day}", "data.parquet")
 
 
 def drift(entity_name: str, table: pa.Table, typed_source: bool = True) -> dict[str, list[str]]:
@@ -57,10 +56,10 @@ def drift(entity_name: str, table: pa.Table, typed_source: bool = True) -> dict[
     }
 
 
-def extract_postgres(pg: PostgresResource, entity: str, start: str, end: str) -> pa.Table:
-    """Rows of commerce.<entity> with start <= updated_at < end, with the source's own column types.
-    Adjacent windows neither overlap nor leave gaps, so extracting each date once (or again) takes
-    every change exactly once."""
+def extract_postgres(pg: PostgresResource, entity: str, start: str, end: str) -> tuple[pa.Table, pa.Schema]:
+    """Rows of commerce.<entity> with start <= updated_at < end, every value as PostgreSQL exports it
+    (text, NULL as null), and the source's own column types. Adjacent windows neither overlap nor leave
+    gaps, so extracting each date once (or again) takes every change exactly once."""
     with pg.connect() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
@@ -77,12 +76,14 @@ def extract_postgres(pg: PostgresResource, entity: str, start: str, end: str) ->
             (start, end),
         ).decode()
         cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", buffer)
-    types = {name: PG_ARROW.get(kind, pa.string()) for name, kind in columns}
-    schema = pa.schema([(n, t) for n, t in types.items()])
-    if buffer.tell() <= len(",".join(types)) + 1:
-        return schema.empty_table()
+    source_types = pa.schema([(name, PG_ARROW.get(kind, pa.string())) for name, kind in columns])
+    text = pa.schema([(name, pa.string()) for name in source_types.names])
+    if buffer.tell() <= len(",".join(text.names)) + 1:
+        return text.empty_table(), source_types
     buffer.seek(0)
-    return pcsv.read_csv(buffer, convert_options=pcsv.ConvertOptions(column_types=types)).select(schema.names)
+    # In PostgreSQL's CSV an unquoted empty field is NULL and "" an empty string.
+    options = pcsv.ConvertOptions(column_types=text, strings_can_be_null=True, quoted_strings_can_be_null=False)
+    return pcsv.read_csv(buffer, convert_options=options).select(text.names), source_types
 
 
 def read_landing(landing: LandingResource, entity: str, day: str) -> pa.Table | None:
@@ -101,6 +102,17 @@ def read_landing(landing: LandingResource, entity: str, day: str) -> pa.Table | 
         )
 
 
+def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, day: str) -> None:
+    """Make date `day` of raw table `name` hold exactly `rows` (nothing when None), in one commit. Columns
+    the source added join the table (earlier dates read them as null); columns it dropped are null on
+    this date."""
+    if rows is None and lake.table(name) is None:
+        return  # no delivery, and never one: the table stays absent
+    data = rows if rows is not None else pa.table({})  # no delivery: the date is emptied
+    data = data.append_column("event_date", pa.array([dt.date.fromisoformat(day)] * data.num_rows, pa.date32()))
+    write_table(lake, name, data, replace_where=f"event_date = '{day}'", partition_by=["event_date"])
+
+
 def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     name = f"raw_{source}_{entity}"
     where = (
@@ -112,12 +124,13 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name="commerce_raw",
-        kinds={"postgres" if source == "postgres" else "csv", "parquet"},
+        kinds={"postgres" if source == "postgres" else "csv", "deltalake"},
         partitions_def=warehouse_daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         description=(
-            f"Every {entity} row version as received from the {where}, one partition per processing date. "
-            "Columns and types exactly as the source sent them, schema drift included."
+            f"Every {entity} row version as received from the {where}, one partition per processing date "
+            f"(Delta table `{raw_table(source, entity)}`). Columns exactly as the source sent them, schema drift "
+            "included, values as exported (text)."
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -131,29 +144,30 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     def raw_asset(
         context: dg.AssetExecutionContext, lake: LakeResource, postgres: PostgresResource, landing: LandingResource
     ):
-        total, drifts = 0, {}
+        total, drifts, windows = 0, {}, {}
         for day in context.partition_keys:
             if source == "postgres":
                 start_dt = warehouse_daily_partitions.time_window_for_partition_key(day).start
                 end = (start_dt + timedelta(days=1)).isoformat()
-                table = extract_postgres(postgres, entity, start_dt.isoformat(), end)
-                checkpoint = cast(dict, lake.read_json("commerce", "_checkpoints", f"{name}.json") or {})
-                high_water = max(table["updated_at"].to_pylist(), default=None) if table.num_rows else None
-                checkpoint[day] = {"rows": table.num_rows, "window_end": end, "max_updated_at": str(high_water)}
+                table, source_types = extract_postgres(postgres, entity, start_dt.isoformat(), end)
+                windows[day] = {"rows": table.num_rows, "window_end": end}
             else:
                 table = read_landing(landing, entity, day)
-            if table is None:  # no delivery for that date: the partition is empty
-                lake.delete(*raw_path(source, entity, day)[:-1])
+                source_types = table.schema if table is not None else None
+            write_raw(lake, raw_table(source, entity), table, day)
+            if table is None or source_types is None:  # no delivery for that date: the partition is empty
                 continue
-            lake.replace_dir({"data.parquet": table}, *raw_path(source, entity, day)[:-1])
-            if source == "postgres":
-                lake.write_json(checkpoint, "commerce", "_checkpoints", f"{name}.json")
             total += table.num_rows
-            found = drift(entity, table, typed_source=source == "postgres")
+            found = drift(entity, source_types.empty_table(), typed_source=source == "postgres")
             if any(found[k] for k in ("added", "removed", "retyped")):
                 drifts[day] = found
         yield dg.MaterializeResult(
-            metadata={"dagster/row_count": total, "processing_dates": ", ".join(context.partition_keys)}
+            metadata={
+                "dagster/row_count": total,
+                "processing_dates": ", ".join(context.partition_keys),
+                "table": raw_table(source, entity),
+                **({"extraction_windows": dg.MetadataValue.json(windows)} if windows else {}),
+            }
         )
         # One result per processing date, also in a range backfill.
         yield from per_partition(

@@ -2,16 +2,18 @@
 latest version of each business key per processing date, and with personal data pseudonymized.
 From here on, no layer holds a name, email, phone number or street address."""
 
+import datetime as dt
+
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
+import pyarrow
 from pandera.typing import Series
 
 from assets.pandera_checks import schema_check_result, table_schema
 from assets.partition_checks import per_partition
 from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
-from assets.warehouse.names import warehouse_daily_partitions
-from assets.warehouse.raw import raw_path
+from assets.warehouse.names import quarantine_table, raw_table, staging_table, warehouse_daily_partitions
 from resources import LakeResource, PseudonymizerResource
 from resources.privacy import masked_rows
 from resources.warehouse import engine
@@ -101,20 +103,47 @@ MODELS: dict[str, type[pa.DataFrameModel]] = {
 }
 
 
+# Storage types of what staging writes, from the contract (never from the data: an empty date writes
+# the same types as a full one).
+ARROW_TYPES = {
+    "int": pyarrow.int64(),
+    "decimal": pyarrow.float64(),
+    "text": pyarrow.string(),
+    "timestamp": pyarrow.timestamp("us", tz="UTC"),
+}
+QUARANTINE_SCHEMA = pyarrow.schema(
+    [
+        *((c, pyarrow.string()) for c in ("source", "processing_date", "reason", "payload")),
+        ("event_date", pyarrow.date32()),
+    ]
+)
+
+
+def staged_schema(entity: Entity) -> pyarrow.Schema:
+    """The staging table's columns and types: the contract's, personal data as text pseudonyms, lineage,
+    and the lake's date partition (the processing date)."""
+    types = {
+        f"{c}_hash" if c in entity.pii else c: ARROW_TYPES["text" if c in entity.pii else f]
+        for c, f in entity.columns.items()
+    }
+    types |= {"source": pyarrow.string(), "processing_date": pyarrow.string()}
+    return pyarrow.schema([*types.items(), ("event_date", pyarrow.date32())])
+
+
 def _typed_select(entity: Entity, received: list[str], source: str, day: str) -> str:
-    """SELECT of one raw file mapped onto the contract: drifted names mapped, types cast, missing
-    columns null, unknown columns left behind (they stay in raw). `_invalid` names each required
-    column that is empty or could not be cast."""
-    by_contract = {entity.aliases.get(c, c): c for c in received}
+    """SELECT of one date of a raw table mapped onto the contract: drifted names mapped, types cast,
+    missing columns null, unknown columns left behind (they stay in raw). A contract column held under
+    several names (the table keeps the name a source used before it drifted) takes the first value
+    present. `_invalid` names each required column that is empty or could not be cast."""
+    by_contract: dict[str, list[str]] = {}
+    for name in received:
+        by_contract.setdefault(entity.aliases.get(name, name), []).append(name)
     exprs, invalid = [], []
     for column, family in entity.columns.items():
         target = DUCKDB_TYPES[family]
-        raw = f'"{by_contract[column]}"' if column in by_contract else "NULL"
-        cast = (
-            f"TRY_CAST(NULLIF(TRIM(CAST({raw} AS VARCHAR)), '') AS {target})"
-            if column in by_contract
-            else (f"NULL::{target}")
-        )
+        names = sorted(by_contract.get(column, []), key=lambda name: name != column)
+        raw = "coalesce(" + ", ".join(f'"{n}"' for n in names) + ")" if names else "NULL"
+        cast = f"TRY_CAST(NULLIF(TRIM(CAST({raw} AS VARCHAR)), '') AS {target})" if names else f"NULL::{target}"
         exprs.append(f"{cast} AS {column}")
         if column in entity.required:
             invalid.append(f"CASE WHEN {cast} IS NULL THEN '{column}' END")
@@ -128,12 +157,12 @@ def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.Da
     selects = []
     with engine() as conn:
         for source in ("postgres", "landing"):
-            path = lake.path(*raw_path(source, entity.name, day))
-            if path.exists():
-                view = f"raw_{source}"
-                conn.execute(f"CREATE VIEW {view} AS SELECT * FROM read_parquet('{path}')")
-                received = [r[0] for r in conn.execute(f"DESCRIBE {view}").fetchall()]
-                selects.append(_typed_select(entity, received, source, day) + f" FROM {view}")
+            name = raw_table(source, entity.name)
+            rows = lake.scan(name, [day]) if lake.table(name) is not None else None
+            if rows is not None and rows.num_rows:
+                rows = rows.drop_columns(["event_date"])
+                conn.register(f"raw_{source}", rows)
+                selects.append(_typed_select(entity, rows.column_names, source, day) + f" FROM raw_{source}")
         if not selects:
             empty = ", ".join(f"NULL::{DUCKDB_TYPES[f]} AS {c}" for c, f in entity.columns.items())
             selects.append(f"SELECT {empty}, '' AS source, '' AS processing_date, '' AS _invalid WHERE false")
@@ -161,7 +190,7 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
     @dg.asset(
         name=name,
         group_name="commerce_staging",
-        kinds={"parquet", "pandera"},
+        kinds={"deltalake", "pandera"},
         partitions_def=warehouse_daily_partitions,
         backfill_policy=dg.BackfillPolicy.single_run(),
         deps=[f"raw_postgres_{entity.name}", f"raw_landing_{entity.name}"],
@@ -188,22 +217,30 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
         ],
     )
     def staging_asset(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
-        frames, quarantined, received = [], [], 0
+        schema = staged_schema(entity)
+        written, quarantined, received = [], [], 0
         for day in context.partition_keys:
             staged, quarantine, count = stage_partition(lake, entity, day)
             for column in entity.pii:
                 staged[f"{column}_hash"] = pseudonymizer.pseudonyms(staged.pop(column))
-            staged = staged[entity.staged_columns]
-            folder = ("commerce", "staging", name, f"processing_date={day}")
-            lake.replace_dir({"data.parquet": _arrow(staged)}, *folder)
-            lake.replace_dir({"data.parquet": _arrow(quarantine)}, "commerce", "quarantine", *folder[2:])
-            frames.append(staged)
+            date = dt.date.fromisoformat(day)
+            rows = _arrow(staged.assign(event_date=date), schema)
+            lake.replace_dates(staging_table(entity.name), rows, [day])
+            quarantine = _arrow(quarantine.assign(event_date=date), QUARANTINE_SCHEMA)
+            lake.replace_dates(quarantine_table(entity.name), quarantine, [day])
+            written.append(rows)
             quarantined.append(quarantine)
             received += count
-        staged = pd.concat(frames, ignore_index=True)
-        quarantine = pd.concat(quarantined, ignore_index=True)
+        # Pandera checks what was written, with the types it was written with.
+        staged = pyarrow.concat_tables(written).to_pandas()
+        quarantine = pyarrow.concat_tables(quarantined).to_pandas()
         yield dg.MaterializeResult(
-            metadata={"dagster/row_count": len(staged), "versions_received": received, "quarantined": len(quarantine)}
+            metadata={
+                "dagster/row_count": len(staged),
+                "versions_received": received,
+                "quarantined": len(quarantine),
+                "table": staging_table(entity.name),
+            }
         )
         # One result per processing date, also in a range backfill.
         days = context.partition_keys
@@ -236,10 +273,9 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
     return staging_asset
 
 
-def _arrow(frame: pd.DataFrame):
-    import pyarrow
-
-    return pyarrow.Table.from_pandas(frame, preserve_index=False)
+def _arrow(frame: pd.DataFrame, schema: pyarrow.Schema) -> pyarrow.Table:
+    """`frame` with the storage types of `schema` (an empty frame's columns carry no usable type)."""
+    return pyarrow.Table.from_pandas(frame[schema.names], schema=schema, preserve_index=False)
 
 
 staging_assets = [_staging_asset(entity) for entity in ENTITIES.values()]
