@@ -6,7 +6,7 @@ import datetime as dt
 import dagster as dg
 
 from assets.partition_checks import per_partition
-from tests.clickstream_pipeline import produce, run_pipeline, valid_event
+from tests.clickstream_pipeline import ASSETS, CHECKS, produce, run_pipeline, valid_event
 
 NOON = dt.datetime.now(dt.UTC).replace(hour=12, minute=0, second=0, microsecond=0) - dt.timedelta(days=1)
 
@@ -20,13 +20,22 @@ def history(instance: dg.DagsterInstance, asset: str, check: str) -> list[tuple[
 def test_gold_checks_record_one_result_per_date_of_a_range_run(kafka, lake, resources, instance):
     dates = [(NOON - dt.timedelta(days=d)).date().isoformat() for d in (2, 1, 0)]
     produce(kafka, [valid_event(NOON - dt.timedelta(days=d), user=f"user_{d}") for d in (2, 1, 0) for _ in range(3)])
-    assert run_pipeline(instance, resources) == dates  # gold of the three dates in one run (a range)
-    (gold_run,) = instance.get_run_records(dg.RunsFilter(tags={"dagster/asset_partition_range_start": dates[0]}))
+    assert run_pipeline(instance, resources) == dates
+    # Gold of the three dates in one run, as a range backfill from the UI launches it.
+    gold_run = dg.materialize(
+        [*ASSETS, *CHECKS],
+        selection=dg.AssetSelection.groups("clickstream_gold"),
+        tags={"dagster/asset_partition_range_start": dates[0], "dagster/asset_partition_range_end": dates[-1]},
+        resources=resources,
+        instance=instance,
+    )
+    assert gold_run.success
     for asset, check in (
         ("gold_clickstream_daily_metrics", "daily_metrics_schema_check"),
         ("gold_clickstream_product_funnel", "product_funnel_schema_check"),
     ):
-        assert history(instance, asset, check) == [(d, "SUCCEEDED", gold_run.dagster_run.run_id) for d in dates]
+        in_range_run = [h for h in history(instance, asset, check) if h[2] == gold_run.run_id]
+        assert in_range_run == [(d, "SUCCEEDED", gold_run.run_id) for d in dates]
 
 
 P = dg.DailyPartitionsDefinition(start_date="2026-01-01", end_date="2026-01-10")
