@@ -186,7 +186,7 @@ def test_each_event_exactly_once_and_irregular_values_quarantined(world):
     # itself, each once.
     assert world["dates"] == sorted([DAY, dt.datetime.now(dt.UTC).date().isoformat()])
 
-    key = dg.AssetCheckKey(dg.AssetKey("quarantine_fraud_risk_events"), "fraud_nothing_lost_check")
+    key = dg.AssetCheckKey(dg.AssetKey("quarantine_fraud_risk_events"), "nothing_lost_check")
     history = instance.event_log_storage.get_asset_check_execution_history(key, limit=10)
     done = [r for r in history if r.status.value in ("SUCCEEDED", "FAILED")]
     assert len(done) == len(world["dates"]) and all(r.evaluation.passed for r in done)

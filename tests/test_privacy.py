@@ -250,7 +250,7 @@ def test_fraud_quarantine_and_alerts_show_no_personal_data(kafka_broker, instanc
     channels = operator_channels(instance, log, receiver)
     assert_nothing_personal(channels, [FIRST, LAST, EMAIL, PHONE, STREET, ZIP])
 
-    (rate_alert, *_) = check_alerts(log, receiver, "fraud_quarantine_rate_check")
+    (rate_alert, *_) = check_alerts(log, receiver, "quarantine_rate_check")
     assert "quarantine_rate=" in rate_alert["reason"] and "unknown_buyer" in rate_alert["reason"]
     for reason in ("unknown_buyer", "malformed_json", "not_a_json_object"):
         assert reason in channels["event log"], reason

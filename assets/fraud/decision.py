@@ -38,6 +38,13 @@ from assets.fraud.names import (
 )
 from assets.fraud.rules import DEFAULT_RULES_PATH, MarketRules, load_rules
 from assets.pandera_checks import table_schema, validate_schema
+from assets.quality import (
+    NOTHING_LOST_CHECK,
+    QUARANTINE_RATE_CHECK,
+    nothing_lost,
+    quality_check_specs,
+    quarantine_rate,
+)
 from assets.streaming import bronze_date
 from resources import LakeResource
 from resources.lake import CommitFailedError
@@ -416,9 +423,6 @@ def rebuild_decision_dates(
     return builds
 
 
-QUARANTINE_RATE_THRESHOLD = 0.05
-
-
 @dataclass(frozen=True)
 class CheckOutcome:
     """An asset check's result, for either way of reporting it (a step's own check or a live run's)."""
@@ -455,23 +459,22 @@ def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int]
     message of the batch is a decision, a duplicate or quarantined). `quarantine_rate_over`: (quarantined,
     messages) to rate instead of the build's own (a live run's running counts of the date)."""
     passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas(), PERSONAL_FIELDS)
-    accounted = build.decision.num_rows + build.duplicates + build.quarantine.num_rows
     quarantined, messages = quarantine_rate_over or (build.quarantine.num_rows, build.bronze_rows)
-    rate = quarantined / messages if messages else 0.0
+    lost_passed, lost_metadata = nothing_lost(
+        build.bronze_rows,
+        clean=build.decision.num_rows,
+        quarantined=build.quarantine.num_rows,
+        duplicates=build.duplicates,
+    )
+    rate_passed, rate_metadata = quarantine_rate(messages, quarantined, quarantine_reasons(build))
     return [
         CheckOutcome("fraud_decision_events", "decision_schema_check", passed, schema_metadata, blocking=True),
+        CheckOutcome("quarantine_fraud_risk_events", NOTHING_LOST_CHECK, lost_passed, lost_metadata, blocking=True),
         CheckOutcome(
             "quarantine_fraud_risk_events",
-            "fraud_nothing_lost_check",
-            accounted == build.bronze_rows,
-            {"bronze_rows": build.bronze_rows, "accounted_rows": accounted},
-            blocking=True,
-        ),
-        CheckOutcome(
-            "quarantine_fraud_risk_events",
-            "fraud_quarantine_rate_check",
-            rate <= QUARANTINE_RATE_THRESHOLD,
-            {"quarantine_rate": rate, "reasons": dg.MetadataValue.json(quarantine_reasons(build))},
+            QUARANTINE_RATE_CHECK,
+            rate_passed,
+            rate_metadata,
             blocking=False,
             severity=dg.AssetCheckSeverity.WARN,
         ),
@@ -546,19 +549,7 @@ def _decision_asset(rules: MarketRules) -> dg.AssetsDefinition:
                 description="The partition satisfies the Pandera schema DecisionEvent.",
                 partitions_def=fraud_daily_partitions,
             ),
-            dg.AssetCheckSpec(
-                "fraud_nothing_lost_check",
-                asset="quarantine_fraud_risk_events",
-                blocking=True,
-                description="Every bronze message of the date is a decision row, a counted duplicate, or quarantined.",
-                partitions_def=fraud_daily_partitions,
-            ),
-            dg.AssetCheckSpec(
-                "fraud_quarantine_rate_check",
-                asset="quarantine_fraud_risk_events",
-                description=f"At most {QUARANTINE_RATE_THRESHOLD:.0%} of the date's messages are quarantined.",
-                partitions_def=fraud_daily_partitions,
-            ),
+            *quality_check_specs("quarantine_fraud_risk_events", fraud_daily_partitions),
         ],
     )
     def _asset(context: dg.AssetExecutionContext, lake: LakeResource):

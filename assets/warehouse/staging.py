@@ -249,8 +249,10 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
         yield from per_partition(
             context,
             {
-                d: schema_check_result(model, f, asset_key=name, check_name=schema_check.name, personal=entity.personal)
-                for d, f in zip(days, frames, strict=True)
+                d: schema_check_result(
+                    model, w.to_pandas(), asset_key=name, check_name=schema_check.name, personal=entity.personal
+                )
+                for d, w in zip(days, written, strict=True)
             },
             schema_check,
         )
@@ -259,10 +261,10 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
             {
                 d: dg.AssetCheckResult(
                     check_name=quarantine_check.name,
-                    passed=q.empty,
+                    passed=q.num_rows == 0,
                     metadata={
-                        "quarantined": len(q),
-                        "sample": dg.MetadataValue.json(masked_rows(q, entity.personal)),
+                        "quarantined": q.num_rows,
+                        "sample": dg.MetadataValue.json(masked_rows(q.to_pandas(), entity.personal)),
                     },
                 )
                 for d, q in zip(days, quarantined, strict=True)
