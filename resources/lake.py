@@ -6,39 +6,23 @@ only, every version stays readable (time travel), and small files are compacted 
 can carry idempotency tokens (Delta "app transactions": an application id and a version, here a
 Kafka partition and the last offset written), so a retried write of the same range is recognised and
 skipped: exactly-once without manifests or marker files. Spark, Trino, DuckDB (`delta_scan`) and
-Polars read the same tables.
+Polars read the same tables."""
 
-Plain objects (landed files, rendered charts) are written atomically too (a local temporary file
-renamed into place, or one S3 PUT)."""
-
-import contextlib
 import datetime as dt
 import functools
-import io
-import json
 import os
 import shutil
-import time
-import uuid
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.dataset as pads
-import pyarrow.parquet as pq
 from dagster import ConfigurableResource
 from deltalake import CommitProperties, DeltaTable, Transaction, write_deltalake
 from deltalake.exceptions import CommitFailedError, TableNotFoundError
 
-from resources.faults import failpoint
-
-# Temporary files of interrupted local writes are removed once they are this old (seconds): a live
-# writer never takes that long, and a crashed one never comes back for them.
-STALE_TMP_SECONDS = 3600
-
 
 class LakeResource(ConfigurableResource):
-    """Files under `root`. Every write is atomic (a local temporary file renamed into place, or one S3
-    PUT), so readers never see a partial file; names are deterministic, so rewriting replaces.
+    """The Delta tables under `root`: every write one atomic commit, every read one version.
 
     On S3, credentials and region come from the standard AWS environment (AWS_ACCESS_KEY_ID, ...);
     `s3_endpoint_url` (or AWS_ENDPOINT_URL_S3) points at an S3-compatible server."""
@@ -61,51 +45,8 @@ class LakeResource(ConfigurableResource):
     def path(self, *parts: str) -> Path:
         """The local path of `parts` (local lakes only: on S3 use the object methods)."""
         if self.is_s3:
-            raise ValueError(f"{self.root} is on S3: local paths are not available; use read_dataset/list_keys")
+            raise ValueError(f"{self.root} is on S3: local paths are not available; use the table methods")
         return Path(self.root).joinpath(*parts)
-
-    def files(self, *parts: str, pattern: str = "*.parquet") -> list[Path]:
-        folder = self.path(*parts)
-        return sorted(folder.glob(pattern)) if folder.exists() else []
-
-    # -- bytes --------------------------------------------------------------------------------------
-    def put(self, data: bytes, *parts: str) -> str:
-        if self.is_s3:
-            bucket, key = self._s3_location(*parts)
-            self._client().put_object(Bucket=bucket, Key=key, Body=data)
-            return self.uri(*parts)
-        target = self.path(*parts)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self._tmp()
-        with open(tmp, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        failpoint("mid_file")
-        os.replace(tmp, target)
-        return str(target)
-
-    def get(self, *parts: str) -> bytes | None:
-        if self.is_s3:
-            bucket, key = self._s3_location(*parts)
-            try:
-                return self._client().get_object(Bucket=bucket, Key=key)["Body"].read()
-            except self._client().exceptions.NoSuchKey:
-                return None
-        target = self.path(*parts)
-        return target.read_bytes() if target.exists() else None
-
-    def exists(self, *parts: str) -> bool:
-        if self.is_s3:
-            bucket, key = self._s3_location(*parts)
-            try:
-                self._client().head_object(Bucket=bucket, Key=key)
-                return True
-            except self._client().exceptions.ClientError as error:
-                if error.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
-                    return False
-                raise
-        return self.path(*parts).is_file()
 
     def list_keys(self, *parts: str, suffix: str = ".parquet") -> list[str]:
         """Keys (relative to `parts`) of every object under the folder `parts`, recursively, sorted."""
@@ -140,42 +81,6 @@ class LakeResource(ConfigurableResource):
             shutil.rmtree(target)
         else:
             target.unlink(missing_ok=True)
-
-    # -- tables and documents -------------------------------------------------------------------------
-    def write_parquet(self, table: pa.Table, *parts: str) -> str:
-        buffer = io.BytesIO()
-        # Dictionary encoding pays off for repeated values, not for raw payloads: it would be tried
-        # and abandoned on every page of them.
-        repeated = [f.name for f in table.schema if not pa.types.is_binary(f.type)]
-        pq.write_table(table, buffer, compression="zstd", use_dictionary=repeated)
-        return self.put(buffer.getvalue(), *parts)
-
-    def read_dataset(self, *parts: str, columns: list[str] | None = None) -> pa.Table | None:
-        """Every Parquet file under the folder `parts` as one table (None when there is none);
-        `columns` reads only those."""
-        keys = self.list_keys(*parts)
-        if not keys:
-            return None
-        if self.is_s3:
-            tables = [pq.read_table(io.BytesIO(self.get(*parts, k) or b""), columns=columns) for k in keys]
-        else:
-            tables = [pq.read_table(self.path(*parts, k), columns=columns) for k in keys]
-        return pa.concat_tables(tables, promote_options="default")
-
-    def write_json(self, value: object, *parts: str) -> None:
-        self.put(json.dumps(value, sort_keys=True).encode(), *parts)
-
-    def read_json(self, *parts: str) -> object | None:
-        data = self.get(*parts)
-        return json.loads(data) if data is not None else None
-
-    def replace_dir(self, files: dict[str, pa.Table], *parts: str) -> None:
-        """Make the folder `parts` hold exactly `files` (name -> table): the new files are written
-        first, then files that are no longer part of it are removed."""
-        for name, table in files.items():
-            self.write_parquet(table, *parts, name)
-        for stale in set(self.list_keys(*parts, suffix="")) - set(files):
-            self.delete(*parts, stale)
 
     # -- Delta tables ---------------------------------------------------------------------------------
     def storage_options(self) -> dict[str, str] | None:
@@ -343,17 +248,6 @@ class LakeResource(ConfigurableResource):
 
     def _client(self):
         return _s3_client(self.s3_endpoint_url, self.s3_region)
-
-    def _tmp(self) -> Path:
-        # Temporary files live outside every dataset folder, so no reader of a dataset sees them.
-        tmp = Path(self.root) / "_tmp"
-        tmp.mkdir(parents=True, exist_ok=True)
-        for stale in tmp.iterdir():
-            # Another process may rename or remove its own file between the listing and the stat.
-            with contextlib.suppress(FileNotFoundError):
-                if time.time() - stale.stat().st_mtime > STALE_TMP_SECONDS:
-                    stale.unlink(missing_ok=True)
-        return tmp / f"{uuid.uuid4().hex}.part"
 
 
 # Open Delta tables of this process, by endpoint and URI.

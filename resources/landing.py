@@ -42,11 +42,6 @@ class LandingResource(ConfigurableResource):
     def is_s3(self) -> bool:
         return self.root.startswith("s3://")
 
-    def files(self, entity: str, date: str) -> list[Path]:
-        """A local root's CSV files of `entity` delivered on `date`."""
-        folder = Path(self.root) / entity / date
-        return sorted(folder.glob("*.csv")) if folder.is_dir() else []
-
     def landed(self, folder: str, suffix: str = ".csv") -> list[LandedFile]:
         """Every file under `folder` (recursively) whose name ends with `suffix`, sorted by key."""
         if self.is_s3:

@@ -6,7 +6,9 @@ from it. The source's column types are checked against the contract as each date
 
 import datetime as dt
 import io
+import tempfile
 from datetime import timedelta
+from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -88,14 +90,19 @@ def extract_postgres(pg: PostgresResource, entity: str, start: str, end: str) ->
 
 def read_landing(landing: LandingResource, entity: str, day: str) -> pa.Table | None:
     """The entity's landing files of `day`, every column as text (a CSV carries no types)."""
-    files = landing.files(entity, day)
+    files = landing.landed(f"{entity}/{day}")
     if not files:
         return None
-    with engine() as conn:
+    # Copied to local files first: the landing folder may be on S3, and DuckDB reads S3 only with httpfs.
+    with tempfile.TemporaryDirectory(prefix="landing-") as copies, engine() as conn:
+        paths = []
+        for number, landed in enumerate(files):
+            paths.append(Path(copies) / f"{number}-{landed.name}")
+            paths[-1].write_bytes(landing.read(landed.key))
         return (
             conn.execute(
                 "SELECT * FROM read_csv(?, all_varchar = true, header = true, union_by_name = true)",
-                [[str(f) for f in files]],
+                [[str(p) for p in paths]],
             )
             .arrow()
             .read_all()
