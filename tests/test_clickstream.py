@@ -61,8 +61,9 @@ def test_events_flow_from_kafka_to_silver_and_gold(kafka, lake, warehouse, resou
     by_name = dict(query("SELECT event_name, count(*) FROM t GROUP BY 1", lake))
     metrics = dict(query("SELECT event_name, sum(events) FROM t GROUP BY 1", lake, DAILY_METRICS_TABLE))
     assert metrics == by_name
-    funnel = query("SELECT sum(viewers), sum(clickers), sum(purchasers) FROM t", lake, PRODUCT_FUNNEL_TABLE)[0]
-    assert funnel[0] >= funnel[1] >= funnel[2] > 0
+    funnel = query("SELECT stage, sum(users) FROM t GROUP BY ALL", lake, PRODUCT_FUNNEL_TABLE)
+    funnel = dict(funnel)
+    assert funnel["view"] >= funnel["click"] >= funnel["add_to_cart"] > 0 and funnel["view"] >= funnel["purchase"] > 0
     # Offsets are committed after bronze is durable: nothing is pending any more.
     pending = kafka.pending_offsets(kafka.topic(TOPIC), kafka.group(CONSUMER_GROUP))
     assert all(start == end for start, end in pending.values())
@@ -77,11 +78,11 @@ EXPECTED_REASONS = {
     "missing_timestamp": "missing_field:timestamp",
     "missing_user": "missing_field:user_id",
     "wrong_type_user_id": "wrong_type:user_identifiers.id",
-    "unknown_event_name": "unknown_value:event_name",
+    "unknown_event_name": "unknown_value:event_name=hover",
     "unparsable_timestamp": "unparsable_timestamp",
     "absurd_timestamp": "absurd_timestamp",
     "not_an_object": "not_a_json_object",
-    "unknown_platform": "unknown_value:platform",
+    "unknown_platform": "unknown_value:platform=smart-fridge",
 }
 
 
@@ -220,26 +221,46 @@ def test_a_sensor_run_follows_the_topic_and_lands_each_micro_batch(kafka, lake, 
     assert all(start == end for start, end in pending.values())
 
 
+def _funnel_from_silver() -> str:
+    """The funnel's definition over the whole of silver, written out for the configured stages: a pair's
+    first time of stage 1, the last time of each later stage; a stage is reached at or after that first
+    time, once every earlier required stage was."""
+    from assets.clickstream.config import CONFIG
+
+    def among(stage) -> str:
+        return "event_name IN (" + ", ".join(f"'{e}'" for e in stage.events) + ")"
+
+    stages = CONFIG.funnel
+    times = [f"min(event_datetime) FILTER ({among(stages[0])}) AS t0"]
+    times += [f"max(event_datetime) FILTER ({among(s)}) AS t{k}" for k, s in enumerate(stages) if k]
+    reached, required = ["t0 IS NOT NULL AS r0"], "(t0 IS NOT NULL)"
+    for k, stage in enumerate(stages[1:], 1):
+        reached.append(f"coalesce({required} AND t{k} >= t0, false) AS r{k}")
+        required = required if stage.optional else f"({required} AND coalesce(t{k} >= t0, false))"
+    per_stage = " UNION ALL ".join(
+        f"SELECT event_date, \"SKU\", min(product_name) AS product_name, {k + 1} AS n, '{s.name}' AS stage, "
+        f"count(*) FILTER (r{k}) AS users FROM reached GROUP BY event_date, \"SKU\""
+        for k, s in enumerate(stages)
+    )
+    return f"""
+        WITH pairs AS (
+            SELECT event_date, "SKU", user_id, min(product_name) AS product_name, {", ".join(times)}
+            FROM t WHERE "SKU" IS NOT NULL GROUP BY ALL),
+        reached AS (SELECT *, {", ".join(reached)} FROM pairs)
+        SELECT * FROM ({per_stage}) ORDER BY ALL"""
+
+
 GOLD_FROM_SILVER = {
     # The definitions, computed over the whole of silver: what the stream's per-batch counting must equal.
     DAILY_METRICS_TABLE: """
         SELECT event_date, event_name, platform, count(*) AS events, count(DISTINCT user_id) AS users,
                count(DISTINCT "SKU") AS products
         FROM t GROUP BY ALL ORDER BY ALL""",
-    PRODUCT_FUNNEL_TABLE: """
-        WITH pairs AS (
-            SELECT event_date, "SKU", user_id, min(product_name) AS product_name,
-                   min(event_datetime) FILTER (event_name = 'view') AS v,
-                   max(event_datetime) FILTER (event_name = 'click') AS c,
-                   max(event_datetime) FILTER (event_name = 'purchase') AS p
-            FROM t WHERE "SKU" IS NOT NULL GROUP BY ALL)
-        SELECT event_date, "SKU", min(product_name), count(v), count(*) FILTER (c >= v),
-               count(*) FILTER (c >= v AND p >= v)
-        FROM pairs GROUP BY ALL ORDER BY ALL""",
+    PRODUCT_FUNNEL_TABLE: _funnel_from_silver(),
 }
 GOLD_COLUMNS = {
     DAILY_METRICS_TABLE: "event_date, event_name, platform, events, users, products",
-    PRODUCT_FUNNEL_TABLE: 'event_date, "SKU", product_name, viewers, clickers, purchasers',
+    PRODUCT_FUNNEL_TABLE: 'event_date, "SKU", product_name, stage_number, stage, users',
 }
 
 
@@ -271,11 +292,13 @@ def test_a_user_reaches_each_funnel_stage_in_order_whatever_order_the_events_arr
     def at(minute: int) -> dt.datetime:
         return NOON + dt.timedelta(minutes=minute)
 
-    journeys = {  # user -> events on one product; expected (viewer, clicker, purchaser)
-        "clicked_before_viewing_then_again": ([("click", 0), ("view", 1), ("click", 2), ("purchase", 3)], (1, 1, 1)),
-        "bought_without_a_click": ([("view", 0), ("purchase", 5)], (1, 0, 0)),
-        "clicked_only_before_viewing": ([("click", 0), ("view", 1)], (1, 0, 0)),
-        "no_view": ([("click", 0), ("purchase", 1)], (0, 0, 0)),
+    journeys = {  # user -> events on one product; expected users per stage (view, click, add to cart, purchase)
+        "clicked_before_viewing_then_again": ([("click", 0), ("view", 1), ("click", 2), ("purchase", 3)], (1, 1, 0, 1)),
+        "bought_without_a_click": ([("view", 0), ("purchase", 5)], (1, 0, 0, 1)),
+        "view_cart_buy": ([("view", 0), ("add_to_cart", 1), ("purchase", 9)], (1, 0, 1, 1)),
+        "bought_before_viewing": ([("purchase", 0), ("view", 1)], (1, 0, 0, 0)),
+        "clicked_only_before_viewing": ([("click", 0), ("view", 1)], (1, 0, 0, 0)),
+        "no_view": ([("click", 0), ("purchase", 1)], (0, 0, 0, 0)),
     }
     rows = [
         {
@@ -302,5 +325,5 @@ def test_a_user_reaches_each_funnel_stage_in_order_whatever_order_the_events_arr
     restarted = DateAggregates()
     restarted.merge(stored, emit=False)
     for aggregates in (in_order, reversed_batches, restarted):
-        funnel = {sku: tuple(counts[:3]) for sku, counts in aggregates.funnel.items()}
+        funnel = {sku: tuple(counts[:-1]) for sku, counts in aggregates.funnel.items()}
         assert funnel == {f"SKU-{user}": expected for user, (_, expected) in journeys.items()}

@@ -23,6 +23,7 @@ from pandera.typing import Series
 from assets.clickstream.aggregates import STATE_SCHEMA, LiveAggregates, state_of
 from assets.clickstream.gold import gold_report
 from assets.clickstream.names import (
+    CODE_VERSION,
     AGGREGATE_STATE_TABLE,
     BRONZE_TABLE,
     DUPLICATES_TABLE,
@@ -108,9 +109,17 @@ DUPLICATE_ARROW_SCHEMA = pyarrow.schema(
         ("event_date", pyarrow.date32()),
     ]
 )
-# Identical content is the same event: the events carry no id of their own, so a message delivered
-# twice (producer retry, replay) is recognised by the hash of everything it says.
-_EVENT_ID_SQL = 'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"]))'
+# An event's identity: the source's own id where the configuration names its field (event_id_field), else
+# its content: identical content is the same event, so a message delivered twice (producer retry, replay)
+# is recognised by the hash of everything it says.
+_EVENT_ID_SQL = (
+    "CASE WHEN source_event_id IS NOT NULL THEN md5('id:' || source_event_id) ELSE "
+    'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"])) END'
+)
+# A value outside the vocabulary is quarantined with the value itself in the reason (cut to 64 characters).
+_WITH_VALUES = {
+    column: f"'unknown_value:{column}=' || left(coalesce({column}, ''), 64)" for column in ("event_name", "platform")
+}
 _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
 # Materializations and backfills of silver take turns; the streaming run stays out of the pool (it would
 # hold it for minutes and block its successor): concurrent writers are resolved by the table's commits.
@@ -121,10 +130,12 @@ def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
     """`messages` parsed (`parse_messages`) and routed in the same pass: each row gets its `event_id`
     and its quarantine `reason` (a structural error, or SilverClickstreamEvent's rules it fails; NULL
     for a good event). What ingest writes to bronze and hands to silver."""
+    reason = f"coalesce(structural_error, {violations_sql(SilverClickstreamEvent)})"
+    for column, with_value in _WITH_VALUES.items():
+        reason = f"replace({reason}, 'unknown_value:{column}', {with_value})"
     return parse_messages(
         messages,
-        then=f"""SELECT {_SILVER_SELECT},
-            coalesce(structural_error, {violations_sql(SilverClickstreamEvent)}) AS reason
+        then=f"""SELECT {_SILVER_SELECT}, {reason} AS reason
         FROM (SELECT *, CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id FROM parsed)""",
     )
 
@@ -473,6 +484,7 @@ def quarantine_metadata(summary: dict) -> dict:
             "silver_clickstream_events",
             deps=["bronze_clickstream_events"],
             group_name="clickstream_silver",
+            code_version=CODE_VERSION,
             kinds={"deltalake", "pandera"},
             description=(
                 "Every user action (view, click, add to cart, purchase) exactly once: when it happened "
@@ -487,6 +499,7 @@ def quarantine_metadata(summary: dict) -> dict:
             "quarantine_clickstream_events",
             deps=["bronze_clickstream_events"],
             group_name="clickstream_silver",
+            code_version=CODE_VERSION,
             kinds={"deltalake"},
             description=(
                 "Messages that could not become events, each with the reason, the original payload and its "
