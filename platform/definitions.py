@@ -10,6 +10,7 @@ from dagster_dbt import DbtCliResource
 from assets.clickstream import bronze as clickstream_bronze
 from assets.clickstream import freshness as clickstream_freshness
 from assets.clickstream import gold as clickstream_gold
+from assets.clickstream import history as clickstream_history
 from assets.clickstream import silver as clickstream_silver
 from assets.fraud import bronze as fraud_bronze
 from assets.fraud import decision as fraud_decision
@@ -34,6 +35,7 @@ from sensors.alerts import ALERT_SENSORS, clickstream_freshness_job, clickstream
 from sensors.clickstream import (
     clickstream_daily_close_schedule,
     clickstream_daily_job,
+    clickstream_import_job,
     clickstream_ingest_job,
     clickstream_kafka_sensor,
 )
@@ -41,7 +43,7 @@ from sensors.fraud import FRAUD_JOBS, FRAUD_SENSORS
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
 from sensors.warehouse import commerce_warehouse_job, commerce_warehouse_schedule
 
-ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
+ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold, clickstream_history]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
 ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving]
 ASSET_MODULES += [warehouse_raw, warehouse_staging, warehouse_dbt]
@@ -54,6 +56,7 @@ defs = dg.Definitions(
     jobs=[
         clickstream_ingest_job,
         clickstream_daily_job,
+        clickstream_import_job,
         loans_batch_job,
         loans_stream_job,
         *FRAUD_JOBS,

@@ -239,7 +239,7 @@ def _funnel_from_silver() -> str:
         required = required if stage.optional else f"({required} AND coalesce(t{k} >= t0, false))"
     per_stage = " UNION ALL ".join(
         f"SELECT event_date, \"SKU\", min(product_name) AS product_name, {k + 1} AS n, '{s.name}' AS stage, "
-        f"count(*) FILTER (r{k}) AS users FROM reached GROUP BY event_date, \"SKU\""
+        f'count(*) FILTER (r{k}) AS users FROM reached GROUP BY event_date, "SKU"'
         for k, s in enumerate(stages)
     )
     return f"""

@@ -96,7 +96,9 @@ def _funnel(path, section, event_names: dict) -> tuple[FunnelStage, ...]:
             raise ClickstreamConfigError(f"{path}: funnel stage {entry['stage']!r}: unknown event names {unknown}")
         optional = bool(entry.get("optional", False))
         if optional and i in (0, len(section) - 1):
-            raise ClickstreamConfigError(f"{path}: funnel stage {entry['stage']!r}: the first and last stage are required")
+            raise ClickstreamConfigError(
+                f"{path}: funnel stage {entry['stage']!r}: the first and last stage are required"
+            )
         stages.append(FunnelStage(entry["stage"], tuple(events), optional))
     if len({s.name for s in stages}) != len(stages):
         raise ClickstreamConfigError(f"{path}: funnel stage names must be unique")
@@ -161,7 +163,10 @@ class EventTimeBounds:
             earliest_event_date=os.environ.get("CLICKSTREAM_EARLIEST_EVENT_DATE") or start,
             max_clock_skew=os.environ.get("CLICKSTREAM_MAX_CLOCK_SKEW") or cls.max_clock_skew,
         )
-        for name, value in (("CLICKSTREAM_PARTITIONS_START", start), ("CLICKSTREAM_EARLIEST_EVENT_DATE", bounds.earliest_event_date)):
+        for name, value in (
+            ("CLICKSTREAM_PARTITIONS_START", start),
+            ("CLICKSTREAM_EARLIEST_EVENT_DATE", bounds.earliest_event_date),
+        ):
             try:
                 dt.date.fromisoformat(value)
             except ValueError:

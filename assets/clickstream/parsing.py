@@ -2,8 +2,8 @@
 
 Structural problems (bytes that are not UTF-8, text that is not JSON, fields of the wrong JSON type,
 timestamps that do not parse or fall outside the configured bounds) are found here in SQL, because
-they decide the event's date partition already at ingest. Value rules (required fields, known event names and platforms) are
-the Pandera schema in `silver.py`, applied to the typed fields parsed here.
+they decide the event's date partition already at ingest. Value rules (required fields, known event
+names and platforms) are the Pandera schema in `silver.py`, applied to the typed fields parsed here.
 """
 
 from __future__ import annotations

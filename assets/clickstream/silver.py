@@ -23,9 +23,9 @@ from pandera.typing import Series
 from assets.clickstream.aggregates import STATE_SCHEMA, LiveAggregates, state_of
 from assets.clickstream.gold import gold_report
 from assets.clickstream.names import (
-    CODE_VERSION,
     AGGREGATE_STATE_TABLE,
     BRONZE_TABLE,
+    CODE_VERSION,
     DUPLICATES_TABLE,
     EVENT_NAMES,
     PLATFORMS,
@@ -43,7 +43,7 @@ from assets.quality import (
     nothing_lost,
     quarantine_rate,
 )
-from assets.streaming import Batch, Report, append_once, bronze_date
+from assets.streaming import BRONZE_SCHEMA, Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
@@ -431,39 +431,55 @@ def _count_by_date(table: pyarrow.Table) -> dict[str, int]:
 # -- a date rebuilt from bronze: O(date), exact ----------------------------------------------------------------
 
 
-def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, dict]:
+def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None, together: int = 1) -> dict[str, dict]:
     """Rebuild silver, quarantine, duplicates and gold's aggregate state of `event_dates` from bronze,
-    replacing exactly those dates (one commit per table and date) and compacting their bronze files.
-    Used by materializations and backfills of silver (the daily close, reprocessing, disaster recovery).
+    replacing exactly those dates (one commit per table for each `together` dates) and compacting their
+    bronze files. Used by materializations and backfills of silver (the daily close, reprocessing,
+    disaster recovery) and by history imports (many dates a commit).
 
     The streaming run may append to a date while it is rebuilt here: the replace is computed from the
     table version read at the start and fails if a batch landed in the date since (the rebuild then
     starts over); it records the date tokens of everything it read from bronze, so a batch it covered
     is not appended again afterwards."""
     summaries = {}
-    for event_date in event_dates:
+    groups = [event_dates[i : i + together] for i in range(0, len(event_dates), max(together, 1))]
+    for dates in groups:
         while True:
             tables = (QUARANTINE_TABLE, DUPLICATES_TABLE, AGGREGATE_STATE_TABLE, SILVER_TABLE)
             versions = {t: lake.version(t) for t in tables}
-            bronze, tokens = bronze_date(lake, BRONZE_TABLE, event_date)
+            bronze, tokens = BRONZE_SCHEMA.empty_table(), {}
+            for event_date in dates:
+                rows, date_tokens = bronze_date(lake, BRONZE_TABLE, event_date)
+                bronze, tokens = pyarrow.concat_tables([bronze, rows]), tokens | date_tokens
             split = split_routed(route_messages(bronze))
             silver = _stored_silver(split.silver).sort_by([("event_datetime", "ascending"), ("event_id", "ascending")])
             state = state_of(silver).select(STATE_SCHEMA.names)
             try:
                 for table, rows in zip(tables, (split.quarantine, split.duplicates, state, silver), strict=True):
-                    lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
+                    lake.replace_dates(table, rows, dates, tokens=tokens, version=versions[table])
             except CommitFailedError as conflict:
                 if log:
                     log.info(
-                        f"{event_date}: a streaming batch landed during the rebuild; rebuilding again ({conflict})"
+                        f"{dates[0]}..{dates[-1]}: a streaming batch landed during the rebuild; again ({conflict})"
                     )
                 continue
             break
-        lake.compact(BRONZE_TABLE, [event_date])
-        summaries[event_date] = split.summary() | {"bronze_rows": bronze.num_rows}
-        if log:
-            log.info(f"{event_date}: {summaries[event_date]}")
+        lake.compact(BRONZE_TABLE, dates)
+        for event_date in dates:
+            summaries[event_date] = _date_summary(split, bronze, event_date)
+            if log and len(dates) == 1:
+                log.info(f"{event_date}: {summaries[event_date]}")
     return summaries
+
+
+def _date_summary(split: SilverRows, bronze: pyarrow.Table, event_date: str) -> dict:
+    day = pyarrow.scalar(event_date).cast(pyarrow.date32())
+
+    def of(table: pyarrow.Table) -> pyarrow.Table:
+        return table.filter(pc.equal(table["event_date"], day))
+
+    rows = SilverRows(of(split.silver), of(split.quarantine), of(split.duplicates))
+    return rows.summary() | {"bronze_rows": of(bronze).num_rows}
 
 
 def silver_metadata(summary: dict) -> dict:
