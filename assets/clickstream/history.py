@@ -10,7 +10,6 @@ token), so importing the file again adds nothing and a file that grew adds only 
 Then every date the new records reached is rebuilt from bronze, many dates a commit: a year is one run.
 """
 
-
 import io
 import time
 
