@@ -104,6 +104,7 @@ def parse_messages(messages: pa.Table, then: str = "SELECT * FROM parsed", sql: 
     more columns from the relation `parsed` in the same pass. Ingest writes the BRONZE_SCHEMA columns
     of the result to bronze and builds silver from the rest, so JSON is parsed once."""
     with engine() as conn:
+        conn.execute("SET threads = 1")  # rows must come out in input order: they are matched by position
         conn.register("messages", messages.select(["kafka_timestamp", "payload"]))
         parsed = conn.execute(f"WITH parsed AS ({sql.format(source='messages')}) {then}").to_arrow_table()
     table = messages.select(MESSAGE_SCHEMA.names)
