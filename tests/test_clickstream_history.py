@@ -193,3 +193,18 @@ def test_a_year_of_history_is_imported_into_its_own_dates_exactly_once(lake, war
     assert again.success
     assert {t: data_files(lake, t) for t in (BRONZE_TABLE, SILVER_TABLE)} == files
     assert query("SELECT count(*) FROM t", lake) == [(len(events),)]
+
+
+def test_every_parsed_row_stays_with_its_own_message():
+    # Several record batches (one per Kafka partition), events of many dates: each message's date and
+    # fields must be its own, whatever order a parallel scan returns the rows in.
+    rng = random.Random(3)
+    batches = []
+    for _ in range(3):
+        at = [TODAY - dt.timedelta(days=rng.randrange(30), seconds=rng.randrange(86_400)) for _i in range(20_000)]
+        payloads = [json.dumps(event(t, "view", f"u{i}", "web", None)).encode() for i, t in enumerate(at)]
+        batches += _messages(payloads, TODAY + dt.timedelta(hours=1)).to_batches()
+    messages = pa.Table.from_batches(batches)
+    for row in route_messages(messages).select(["payload", "event_date", "user_id"]).to_pylist():
+        doc = json.loads(row["payload"])
+        assert (row["event_date"].isoformat(), row["user_id"]) == (doc["timestamp"][:10], doc["user_identifiers"]["id"])

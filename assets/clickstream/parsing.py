@@ -50,13 +50,13 @@ def parse_sql(bounds: EventTimeBounds, config: ClickstreamConfig) -> str:
     partition date (the event's UTC date when the timestamp is sound, otherwise the date it was received,
     never before the first partition; bronze files and silver partitions agree on it by construction),
     its structural error if any, and the typed fields silver is made of, event names and platforms
-    translated from their synonyms. Rows come out in input order."""
+    translated from their synonyms. `_row` is the message's position in the input."""
     paths = list(_SHAPE) + ([f"$.{config.event_id_field}"] if config.event_id_field else [])
     source_id = "v[9]" if config.event_id_field else "NULL::VARCHAR"
     start = f"TIMESTAMPTZ '{bounds.partitions_start} 00:00:00+00'"
     return f"""
 WITH decoded AS (
-    SELECT kafka_timestamp, payload IS NULL OR octet_length(payload) = 0 AS empty, try(decode(payload)) AS body
+    SELECT _row, kafka_timestamp, payload IS NULL OR octet_length(payload) = 0 AS empty, try(decode(payload)) AS body
     FROM {{source}}
 ), fields AS (
     SELECT *, json_type(doc) AS t_doc, json_type(doc, {paths}) AS t, json_extract_string(doc, {paths}) AS v
@@ -81,6 +81,7 @@ WITH decoded AS (
     FROM checked
 )
 SELECT
+    _row,
     CASE WHEN structural_error IS NULL THEN parsed_ts::DATE
          ELSE greatest(kafka_timestamp, {start})::DATE END AS event_date,
     structural_error,
@@ -101,12 +102,17 @@ PARSE_SQL = parse_sql(BOUNDS, CONFIG)
 def parse_messages(messages: pa.Table, then: str = "SELECT * FROM parsed", sql: str = PARSE_SQL) -> pa.Table:
     """`messages` (topic, partition, offset, kafka_timestamp, key, payload) with their partition date,
     structural error and typed fields (PARSE_SQL) appended, in the same row order; `then` may derive
-    more columns from the relation `parsed` in the same pass. Ingest writes the BRONZE_SCHEMA columns
-    of the result to bronze and builds silver from the rest, so JSON is parsed once."""
+    more columns from the relation `parsed` in the same pass (keeping `_row`). Ingest writes the
+    BRONZE_SCHEMA columns of the result to bronze and builds silver from the rest, so JSON is parsed once.
+
+    A parallel scan may return rows in another order than they came in (seen with multi-batch input), so
+    each row carries its position and the result is put back in input order by it."""
     with engine() as conn:
-        conn.execute("SET threads = 1")  # rows must come out in input order: they are matched by position
-        conn.register("messages", messages.select(["kafka_timestamp", "payload"]))
-        parsed = conn.execute(f"WITH parsed AS ({sql.format(source='messages')}) {then}").to_arrow_table()
+        inputs = messages.select(["kafka_timestamp", "payload"])
+        conn.register("messages", inputs.append_column("_row", pa.array(range(inputs.num_rows), pa.int64())))
+        parsed = conn.execute(
+            f"WITH parsed AS ({sql.format(source='messages')}) SELECT * EXCLUDE (_row) FROM ({then}) ORDER BY _row"
+        ).to_arrow_table()
     table = messages.select(MESSAGE_SCHEMA.names)
     for name in parsed.column_names:
         table = table.append_column(name, parsed[name])

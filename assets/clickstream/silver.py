@@ -135,7 +135,7 @@ def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
         reason = f"replace({reason}, 'unknown_value:{column}', {with_value})"
     return parse_messages(
         messages,
-        then=f"""SELECT {_SILVER_SELECT}, {reason} AS reason
+        then=f"""SELECT _row, {_SILVER_SELECT}, {reason} AS reason
         FROM (SELECT *, CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id FROM parsed)""",
     )
 
