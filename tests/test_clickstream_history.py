@@ -208,3 +208,28 @@ def test_every_parsed_row_stays_with_its_own_message():
     for row in route_messages(messages).select(["payload", "event_date", "user_id"]).to_pylist():
         doc = json.loads(row["payload"])
         assert (row["event_date"].isoformat(), row["user_id"]) == (doc["timestamp"][:10], doc["user_identifiers"]["id"])
+
+
+def test_a_configuration_change_shows_imported_partitions_stale(lake, warehouse, instance, tmp_path):
+    from dagster._core.definitions.data_version import StaleStatus
+    from dagster._utils.test.data_versions import get_stale_status_resolver
+
+    from assets.clickstream.gold import clickstream_gold
+    from assets.clickstream.silver import clickstream_silver
+
+    landing = LandingResource(root=str(tmp_path / "landing"))
+    day = TODAY - dt.timedelta(days=3)
+    landing.put(json.dumps(event(day, "pv", "u", "web", ("SKU-1", "Lamp"))).encode() + b"\n", "a/one.ndjson")
+    resources = {"lake": lake, "warehouse": warehouse, "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1")}
+    assert _run_import(instance, resources, landing, "a", "events").success
+
+    def status(code_version: str | None = None) -> dict[str, StaleStatus]:
+        assets = [clickstream_silver, clickstream_gold]
+        if code_version:  # what the code location would say after an edit of config/clickstream.yaml
+            assets = [a.map_asset_specs(lambda s: s.replace_attributes(code_version=code_version)) for a in assets]
+        resolver = get_stale_status_resolver(instance, [*ASSETS[:1], *assets])  # type: ignore[list-item]
+        keys = ["silver_clickstream_events", "gold_clickstream_product_funnel"]
+        return {k: resolver.get_status(dg.AssetKey(k), day.date().isoformat()) for k in keys}
+
+    assert set(status().values()) == {StaleStatus.FRESH}  # the import's materializations carry the code version
+    assert set(status("2-another-hash").values()) == {StaleStatus.STALE}
