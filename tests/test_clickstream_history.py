@@ -233,3 +233,22 @@ def test_a_configuration_change_shows_imported_partitions_stale(lake, warehouse,
 
     assert set(status().values()) == {StaleStatus.FRESH}  # the import's materializations carry the code version
     assert set(status("2-another-hash").values()) == {StaleStatus.STALE}
+
+
+def test_an_import_that_stopped_after_bronze_is_finished_by_the_next_one(lake, warehouse, instance, tmp_path):
+    from assets.clickstream.config import CONFIG
+
+    landing = LandingResource(root=str(tmp_path / "landing"))
+    day = TODAY - dt.timedelta(days=40)
+    data = json.dumps(event(day, "view", "u", "web", ("SKU-1", "Lamp"))).encode() + b"\n"
+    landing.put(data, "a/one.ndjson")
+    # The first run got its records into bronze, then died before silver.
+    history.import_file(lake, "a/one.ndjson", data, CONFIG.imports["events"], int(TODAY.timestamp() * 1000))
+    assert query("SELECT count(*) FROM t", lake, BRONZE_TABLE) == [(1,)] and lake.table(SILVER_TABLE) is None
+    resources = {"lake": lake, "warehouse": warehouse, "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1")}
+    assert _run_import(instance, resources, landing, "a", "events").success
+    assert query("SELECT event_date::VARCHAR, user_id FROM t", lake) == [(day.date().isoformat(), "u")]
+    assert query("SELECT count(*) FROM t", lake, BRONZE_TABLE) == [(1,)]
+    files = data_files(lake, SILVER_TABLE)
+    assert _run_import(instance, resources, landing, "a", "events").success
+    assert data_files(lake, SILVER_TABLE) == files  # settled: nothing rebuilt again
