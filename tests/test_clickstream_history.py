@@ -248,7 +248,8 @@ def test_an_import_that_stopped_after_bronze_is_finished_by_the_next_one(lake, w
     resources = {"lake": lake, "warehouse": warehouse, "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1")}
     assert _run_import(instance, resources, landing, "a", "events").success
     assert query("SELECT event_date::VARCHAR, user_id FROM t", lake) == [(day.date().isoformat(), "u")]
+    assert query("SELECT users FROM t WHERE stage = 'view'", lake, "gold/clickstream_product_funnel") == [(1,)]
     assert query("SELECT count(*) FROM t", lake, BRONZE_TABLE) == [(1,)]
     files = data_files(lake, SILVER_TABLE)
     assert _run_import(instance, resources, landing, "a", "events").success
-    assert data_files(lake, SILVER_TABLE) == files  # settled: nothing rebuilt again
+    assert data_files(lake, SILVER_TABLE) == files  # settled (gold holds the file's token): nothing rebuilt

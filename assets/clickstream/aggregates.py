@@ -311,9 +311,12 @@ def write_gold(lake: LakeResource, event_date: str, aggregates: DateAggregates) 
     return tables
 
 
-def write_gold_dates(lake: LakeResource, event_dates: list[str]) -> dict[str, tuple[pyarrow.Table, pyarrow.Table]]:
+def write_gold_dates(
+    lake: LakeResource, event_dates: list[str], tokens: dict[str, int] | None = None
+) -> dict[str, tuple[pyarrow.Table, pyarrow.Table]]:
     """Gold of many dates counted from their stored state (one scan) and written in one commit per gold
-    table: what a history import of a year does instead of a commit per date and table."""
+    table, the funnel's (written last) with `tokens`: what a history import of a year does instead of a
+    commit per date and table."""
     if not event_dates:
         return {}
     rows = lake.scan(AGGREGATE_STATE_TABLE, event_dates, schema=STATE_SCHEMA)
@@ -326,5 +329,6 @@ def write_gold_dates(lake: LakeResource, event_dates: list[str]) -> dict[str, tu
         aggregates.merge(state, emit=False)
         published[event_date] = aggregates.gold(event_date)
     for i, name in enumerate((DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE)):
-        lake.replace_dates(name, pyarrow.concat_tables([tables[i] for tables in published.values()]), event_dates)
+        rows = pyarrow.concat_tables([tables[i] for tables in published.values()])
+        lake.replace_dates(name, rows, event_dates, tokens=tokens if name == PRODUCT_FUNNEL_TABLE else None)
     return published

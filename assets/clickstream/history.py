@@ -21,7 +21,7 @@ import pyarrow.dataset as pads
 from assets.clickstream.aggregates import write_gold_dates
 from assets.clickstream.config import CONFIG, MAPPABLE_FIELDS, ImportMapping
 from assets.clickstream.gold import GOLD_OUTPUTS, clickstream_gold, gold_frames
-from assets.clickstream.names import BRONZE_TABLE, clickstream_daily_partitions
+from assets.clickstream.names import BRONZE_TABLE, PRODUCT_FUNNEL_TABLE, clickstream_daily_partitions
 from assets.clickstream.silver import (
     SILVER_ARROW_SCHEMA,
     SILVER_TABLE,
@@ -118,18 +118,19 @@ def read_archive(data: bytes, kind: str, mapping: ImportMapping, first_offset: i
             yield conn.execute(sql + " ORDER BY _offset").to_arrow_table()
 
 
-def unsettled_dates(lake: LakeResource, key: str) -> list[str]:
-    """The dates holding records of the file `key` in bronze that silver has not taken in yet (its date
-    token is behind bronze's): after a crash between bronze and silver, the next import finds them."""
+def unsettled_dates(lake: LakeResource, key: str) -> dict[str, dict[str, int]]:
+    """The dates holding records of the file `key` in bronze that gold (written last, with the same date
+    tokens as silver) has not taken in yet, each with the token gold records once it has: after a run
+    that stopped between bronze and gold, the next import finds them."""
     topic = f"import:{key}"
     held = lake.tokens(BRONZE_TABLE, [f"{topic}/0"])[f"{topic}/0"]
     if held is None:
-        return []
+        return {}
     rows = lake.scan(BRONZE_TABLE, columns=["event_date"], where=pads.field("topic") == topic)
     dates = sorted(d.isoformat() for d in pc.unique(rows["event_date"]).to_pylist())
-    taken = lake.tokens(SILVER_TABLE, [date_token(topic, 0, d) for d in dates])
-    behind = [d for d in dates if taken[date_token(topic, 0, d)] is None]
-    return sorted(behind + [d for d in dates if d not in behind and taken[date_token(topic, 0, d)] < held])
+    taken = lake.tokens(PRODUCT_FUNNEL_TABLE, [date_token(topic, 0, d) for d in dates])
+    behind = {d: date_token(topic, 0, d) for d in dates}
+    return {d: {t: held} for d, t in behind.items() if taken[t] is None or taken[t] < held}
 
 
 def import_file(lake: LakeResource, key: str, data: bytes, mapping: ImportMapping, received_ms: int) -> dict[str, int]:
@@ -194,19 +195,21 @@ def clickstream_history_import(
     mapping = CONFIG.imports[config.mapping]
     received_ms = time.time_ns() // 1_000_000
     files = [f for f in landing.landed(config.folder, suffix="") if "." + f.key.rsplit(".", 1)[-1].lower() in FORMATS]
-    per_file, pending = {}, set()
+    per_file, pending = {}, {}
     for landed in files:
         per_file[landed.key] = sum(
             import_file(lake, landed.key, landing.read(landed.key), mapping, received_ms).values()
         )
-        pending.update(unsettled_dates(lake, landed.key))
+        for event_date, tokens in unsettled_dates(lake, landed.key).items():
+            pending[event_date] = pending.get(event_date, {}) | tokens
     dates = sorted(pending)
     context.log.info(f"{len(files)} files, {sum(per_file.values())} new records; {len(dates)} dates to rebuild")
     _check_partitions(dates)
     summaries = rebuild_dates(lake, dates, context.log, together=config.dates_per_commit)
     published = {}
     for i in range(0, len(dates), config.dates_per_commit):
-        published |= write_gold_dates(lake, dates[i : i + config.dates_per_commit])
+        chunk = dates[i : i + config.dates_per_commit]
+        published |= write_gold_dates(lake, chunk, tokens={t: v for d in chunk for t, v in pending[d].items()})
     _report(context, lake, summaries, published)
     return dg.MaterializeResult(
         metadata={
