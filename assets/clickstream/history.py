@@ -129,8 +129,13 @@ def unsettled_dates(lake: LakeResource, key: str) -> dict[str, dict[str, int]]:
     rows = lake.scan(BRONZE_TABLE, columns=["event_date"], where=pads.field("topic") == topic)
     dates = sorted(d.isoformat() for d in pc.unique(rows["event_date"]).to_pylist())
     taken = lake.tokens(PRODUCT_FUNNEL_TABLE, [date_token(topic, 0, d) for d in dates])
-    behind = {d: date_token(topic, 0, d) for d in dates}
-    return {d: {t: held} for d, t in behind.items() if taken[t] is None or taken[t] < held}
+    unsettled = {}
+    for event_date in dates:
+        token = date_token(topic, 0, event_date)
+        recorded = taken[token]
+        if recorded is None or recorded < held:
+            unsettled[event_date] = {token: held}
+    return unsettled
 
 
 def import_file(lake: LakeResource, key: str, data: bytes, mapping: ImportMapping, received_ms: int) -> dict[str, int]:
