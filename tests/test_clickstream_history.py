@@ -253,3 +253,20 @@ def test_an_import_that_stopped_after_bronze_is_finished_by_the_next_one(lake, w
     files = data_files(lake, SILVER_TABLE)
     assert _run_import(instance, resources, landing, "a", "events").success
     assert data_files(lake, SILVER_TABLE) == files  # settled (gold holds the file's token): nothing rebuilt
+
+
+def test_the_event_identity_is_the_sources_own_id_where_configured(tmp_path):
+    import dataclasses
+
+    from assets.clickstream.config import BOUNDS, CONFIG
+    from assets.clickstream.silver import split_routed
+
+    base = event(TODAY, "view", "u", "web", ("SKU-1", "Lamp"))
+    # Two identical views by one user in the same second from two sessions, and one of them sent twice.
+    payloads = [json.dumps(base | {"event_id": i}).encode() for i in ("s1-1", "s2-1", "s1-1")]
+    received = TODAY + dt.timedelta(minutes=1)
+    by_content = split_routed(route_messages(_messages(payloads, received)))
+    assert (by_content.silver.num_rows, by_content.duplicates.num_rows) == (1, 2)
+    with_ids = dataclasses.replace(CONFIG, event_id_field="event_id")
+    by_id = split_routed(route_messages(_messages(payloads, received), parse_sql(BOUNDS, with_ids)))
+    assert (by_id.silver.num_rows, by_id.duplicates.num_rows) == (2, 1)

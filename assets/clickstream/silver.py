@@ -33,7 +33,7 @@ from assets.clickstream.names import (
     SILVER_TABLE,
     clickstream_daily_partitions,
 )
-from assets.clickstream.parsing import parse_messages
+from assets.clickstream.parsing import PARSE_SQL, parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
 from assets.quality import (
     NOTHING_LOST_CHECK,
@@ -126,7 +126,7 @@ _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
 SILVER_WRITER_POOL = "clickstream_silver_writer"
 
 
-def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
+def route_messages(messages: pyarrow.Table, sql: str = PARSE_SQL) -> pyarrow.Table:
     """`messages` parsed (`parse_messages`) and routed in the same pass: each row gets its `event_id`
     and its quarantine `reason` (a structural error, or SilverClickstreamEvent's rules it fails; NULL
     for a good event). What ingest writes to bronze and hands to silver."""
@@ -135,6 +135,7 @@ def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
         reason = f"replace({reason}, 'unknown_value:{column}', {with_value})"
     return parse_messages(
         messages,
+        sql=sql,
         then=f"""SELECT _row, {_SILVER_SELECT}, {reason} AS reason
         FROM (SELECT *, CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id FROM parsed)""",
     )
