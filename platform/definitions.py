@@ -10,6 +10,7 @@ from dagster_dbt import DbtCliResource
 from assets.clickstream import bronze as clickstream_bronze
 from assets.clickstream import freshness as clickstream_freshness
 from assets.clickstream import gold as clickstream_gold
+from assets.clickstream import history as clickstream_history
 from assets.clickstream import silver as clickstream_silver
 from assets.fraud import bronze as fraud_bronze
 from assets.fraud import decision as fraud_decision
@@ -34,6 +35,7 @@ from sensors.alerts import ALERT_SENSORS
 from sensors.clickstream import (
     clickstream_daily_close_schedule,
     clickstream_daily_job,
+    clickstream_import_job,
     clickstream_ingest_job,
     clickstream_kafka_sensor,
 )
@@ -42,7 +44,7 @@ from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sen
 from sensors.policies import automation_sensor, with_policies
 from sensors.warehouse import commerce_raw_job, commerce_raw_schedule, commerce_warehouse_job
 
-ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold]
+ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold, clickstream_history]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
 ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving]
 ASSET_MODULES += [warehouse_raw, warehouse_staging, warehouse_dbt]
@@ -56,6 +58,7 @@ defs = dg.Definitions(
     jobs=[
         clickstream_ingest_job,
         clickstream_daily_job,
+        clickstream_import_job,
         loans_batch_job,
         loans_stream_job,
         *FRAUD_JOBS,

@@ -30,6 +30,12 @@ export LANDING_ROOT=${LANDING_ROOT:-$root/data/input}
 # The loan feature version loan_risk_features computes (FEATURE_VERSIONS in assets/loans/logic.py), read when
 # the code location loads; empty = the latest. Switching it shows the asset stale; materialize it to apply.
 export LOAN_FEATURE_VERSION=${LOAN_FEATURE_VERSION:-}
+# Clickstream event-time bounds (assets/clickstream/config.py), read when the code location loads: the first date
+# partition, the earliest accepted event date (empty: the first partition) and how far an event may run ahead of
+# the time it was received. A history import moves the first two back before the code location starts.
+export CLICKSTREAM_PARTITIONS_START=${CLICKSTREAM_PARTITIONS_START:-2023-01-01}
+export CLICKSTREAM_EARLIEST_EVENT_DATE=${CLICKSTREAM_EARLIEST_EVENT_DATE:-}
+export CLICKSTREAM_MAX_CLOCK_SKEW=${CLICKSTREAM_MAX_CLOCK_SKEW:-1 hour}
 # Alerts (sensors/alerts.py): always appended to ALERT_LOG; also posted to ALERT_WEBHOOK_URL (a Slack
 # incoming webhook or any receiver of Slack-shaped JSON) when it is not empty. Links point at DAGSTER_UI_URL.
 export ALERT_LOG=${ALERT_LOG:-$root/data/alerts/alerts.jsonl}

@@ -25,6 +25,16 @@ clickstream_daily_job = dg.define_asset_job(
 )
 
 
+clickstream_import_job = dg.define_asset_job(
+    "clickstream_import_job",
+    selection=dg.AssetSelection.assets("clickstream_history_import"),
+    description="Import clickstream archive files (NDJSON or CSV) from the landing folder into bronze, exactly "
+    "once per file, and rebuild every date they reach in silver, quarantine and gold, with their checks: "
+    "a range of dates is one run.",
+    tags=BATCH_TAGS,
+)
+
+
 @dg.schedule(
     job=clickstream_daily_job,
     cron_schedule="30 0 * * *",

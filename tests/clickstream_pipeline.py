@@ -99,26 +99,46 @@ def quarantine(lake: LakeResource, sql: str = "SELECT reason, count(*) FROM t GR
     return query(sql, lake, QUARANTINE_TABLE)
 
 
+def _funnel_from_silver() -> str:
+    """The funnel's definition over the whole of silver, written out for the configured stages: a pair's
+    first time of stage 1, the last time of each later stage; a stage is reached at or after that first
+    time, once every earlier required stage was."""
+    from assets.clickstream.config import CONFIG
+
+    def among(stage) -> str:
+        return "event_name IN (" + ", ".join(f"'{e}'" for e in stage.events) + ")"
+
+    stages = CONFIG.funnel
+    times = [f"min(event_datetime) FILTER ({among(stages[0])}) AS t0"]
+    times += [f"max(event_datetime) FILTER ({among(s)}) AS t{k}" for k, s in enumerate(stages) if k]
+    reached, required = ["t0 IS NOT NULL AS r0"], "(t0 IS NOT NULL)"
+    for k, stage in enumerate(stages[1:], 1):
+        reached.append(f"coalesce({required} AND t{k} >= t0, false) AS r{k}")
+        required = required if stage.optional else f"({required} AND coalesce(t{k} >= t0, false))"
+    per_stage = " UNION ALL ".join(
+        f"SELECT event_date, \"SKU\", min(product_name) AS product_name, {k + 1} AS n, '{s.name}' AS stage, "
+        f'count(*) FILTER (r{k}) AS users FROM reached GROUP BY event_date, "SKU"'
+        for k, s in enumerate(stages)
+    )
+    return f"""
+        WITH pairs AS (
+            SELECT event_date, "SKU", user_id, min(product_name) AS product_name, {", ".join(times)}
+            FROM t WHERE "SKU" IS NOT NULL GROUP BY ALL),
+        reached AS (SELECT *, {", ".join(reached)} FROM pairs)
+        SELECT * FROM ({per_stage}) ORDER BY ALL"""
+
+
 GOLD_FROM_SILVER = {
     # The definitions, computed over the whole of silver: what the stream's per-batch counting must equal.
     DAILY_METRICS_TABLE: """
         SELECT event_date, event_name, platform, count(*) AS events, count(DISTINCT user_id) AS users,
                count(DISTINCT "SKU") AS products
         FROM t GROUP BY ALL ORDER BY ALL""",
-    PRODUCT_FUNNEL_TABLE: """
-        WITH pairs AS (
-            SELECT event_date, "SKU", user_id, min(product_name) AS product_name,
-                   min(event_datetime) FILTER (event_name = 'view') AS v,
-                   max(event_datetime) FILTER (event_name = 'click') AS c,
-                   max(event_datetime) FILTER (event_name = 'purchase') AS p
-            FROM t WHERE "SKU" IS NOT NULL GROUP BY ALL)
-        SELECT event_date, "SKU", min(product_name), count(v), count(*) FILTER (c >= v),
-               count(*) FILTER (c >= v AND p >= v)
-        FROM pairs GROUP BY ALL ORDER BY ALL""",
+    PRODUCT_FUNNEL_TABLE: _funnel_from_silver(),
 }
 GOLD_COLUMNS = {
     DAILY_METRICS_TABLE: "event_date, event_name, platform, events, users, products",
-    PRODUCT_FUNNEL_TABLE: 'event_date, "SKU", product_name, viewers, clickers, purchasers',
+    PRODUCT_FUNNEL_TABLE: 'event_date, "SKU", product_name, stage_number, stage, users',
 }
 
 

@@ -32,6 +32,7 @@ def test_clickstream_graph_groups_and_lineage():
     groups = {key.to_user_string(): graph.get(key).group_name for key in graph.get_all_asset_keys()}
     assert {k: v for k, v in groups.items() if "clickstream" in k} == {
         "bronze_clickstream_events": "clickstream_bronze",
+        "clickstream_history_import": "clickstream_bronze",
         "silver_clickstream_events": "clickstream_silver",
         "quarantine_clickstream_events": "clickstream_silver",
         "gold_clickstream_daily_metrics": "clickstream_gold",

@@ -3,7 +3,7 @@
 Events per (event name, platform) add up batch by batch; distinct users and products, and a user's
 progress through a product's funnel, do not. For those the stream keeps a keyed state: each distinct
 (name, platform, user) and (name, platform, SKU) of a date, and per (SKU, user) the time of the first
-view, the last click and the last purchase. A batch changes only the keys it carries, so its cost is
+stage event and the last time of each later stage's events. A batch changes only the keys it carries, so its cost is
 O(batch): the state says which users are new to a group and which reached a funnel stage, and the gold
 counters move by exactly that. The changed state rows are appended to one Delta table
 (`gold/clickstream_aggregate_state`) with the batch's tokens, so a run started after a crash loads the
@@ -11,10 +11,11 @@ state of a date from there and goes on exactly; the gold tables are the state co
 few seconds from memory, and rebuilt from the state table (O(distinct keys), not O(events)) when gold is
 materialized.
 
-Funnel stages, reached in order: a viewer viewed the product; a clicker also clicked it at or after
-their first view; a purchaser clicked so and also purchased it at or after their first view. Each stage
-depends only on min/max times, so the state merges in any order (late events included) and a stage,
-once reached, stays reached.
+Funnel stages come from the configuration (`funnel` in config/clickstream.yaml), reached in order: the
+first stage by any of its events; a later stage by one of its events at or after the user's first event
+of the first stage, once every earlier stage that is not optional was reached (so with view, an optional
+click and purchase, a view then a purchase counts as a purchase). Each stage depends only on min/max
+times, so the state merges in any order (late events included) and a stage, once reached, stays reached.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 import pyarrow
 import pyarrow.compute
 
+from assets.clickstream.config import CONFIG, FunnelStage
 from assets.clickstream.names import AGGREGATE_STATE_TABLE, DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE
 from assets.streaming import Batch, append_once
 from resources import LakeResource
@@ -43,9 +45,8 @@ STATE_SCHEMA = pyarrow.schema(
         ("user_id", pyarrow.string()),
         ("product_name", pyarrow.string()),
         ("events", pyarrow.int64()),
-        ("first_view", _TS),
-        ("last_click", _TS),
-        ("last_purchase", _TS),
+        # a (SKU, user) pair's funnel: the first time of a first-stage event, then each later stage's last time
+        ("stage_times", pyarrow.list_(_TS)),
         # Where an `events` row came from: its Kafka partition and the batch's last offset there, so that a
         # row read twice (a shard catching up on the table) counts once. NULL for a rebuilt date's rows.
         ("partition", pyarrow.int64()),
@@ -67,41 +68,54 @@ PRODUCT_FUNNEL_SCHEMA = pyarrow.schema(
         ("event_date", pyarrow.date32()),
         ("SKU", pyarrow.string()),
         ("product_name", pyarrow.string()),
-        ("viewers", pyarrow.int64()),
-        ("clickers", pyarrow.int64()),
-        ("purchasers", pyarrow.int64()),
-        ("view_to_click", pyarrow.float64()),
-        ("click_to_purchase", pyarrow.float64()),
-        ("view_to_purchase", pyarrow.float64()),
+        ("stage_number", pyarrow.int64()),
+        ("stage", pyarrow.string()),
+        ("users", pyarrow.int64()),
+        ("share_of_first_stage", pyarrow.float64()),
     ]
 )
+FUNNEL: tuple[FunnelStage, ...] = CONFIG.funnel
 
-# The state of a set of silver rows (`silver`, with a `partition` column), one row per key: what a
-# batch contributes, or a whole date's state rebuilt from silver.
-STATE_OF_SILVER_SQL = """
+
+def _in(stage: FunnelStage) -> str:
+    return "event_name IN (" + ", ".join("'" + e + "'" for e in stage.events) + ")"
+
+
+def state_of_silver_sql(funnel: tuple[FunnelStage, ...]) -> str:
+    """The state of a set of silver rows (`silver`, with a `partition` column), one row per key: what a
+    batch contributes, or a whole date's state rebuilt from silver."""
+    times = ", ".join(
+        [f"min(event_datetime) FILTER ({_in(funnel[0])})"]
+        + [f"max(event_datetime) FILTER ({_in(stage)})" for stage in funnel[1:]]
+    )
+    return f"""
 SELECT event_date, 'events' AS kind, event_name, platform, NULL AS "SKU", NULL AS user_id, NULL AS product_name,
-       count(*) AS events, NULL AS first_view, NULL AS last_click, NULL AS last_purchase,
-       "partition", NULL AS last_offset
+       count(*) AS events, NULL AS stage_times, "partition", NULL AS last_offset
 FROM silver GROUP BY event_date, event_name, platform, "partition"
 UNION ALL
-SELECT event_date, 'user', event_name, platform, NULL, user_id, NULL, NULL, NULL, NULL, NULL, min("partition"), NULL
+SELECT event_date, 'user', event_name, platform, NULL, user_id, NULL, NULL, NULL, min("partition"), NULL
 FROM silver GROUP BY event_date, event_name, platform, user_id
 UNION ALL
-SELECT event_date, 'product', event_name, platform, "SKU", NULL, NULL, NULL, NULL, NULL, NULL, min("partition"), NULL
+SELECT event_date, 'product', event_name, platform, "SKU", NULL, NULL, NULL, NULL, min("partition"), NULL
 FROM silver WHERE "SKU" IS NOT NULL GROUP BY event_date, event_name, platform, "SKU"
 UNION ALL
-SELECT event_date, 'pair', NULL, NULL, "SKU", user_id, min(product_name), NULL,
-       min(event_datetime) FILTER (event_name = 'view'), max(event_datetime) FILTER (event_name = 'click'),
-       max(event_datetime) FILTER (event_name = 'purchase'), min("partition"), NULL
+SELECT event_date, 'pair', NULL, NULL, "SKU", user_id, min(product_name), NULL, [{times}], min("partition"), NULL
 FROM silver WHERE "SKU" IS NOT NULL GROUP BY event_date, "SKU", user_id
 """
 
 
-def _stages(first_view, last_click, last_purchase) -> tuple[bool, bool, bool]:
-    viewed = first_view is not None
-    clicked = viewed and last_click is not None and last_click >= first_view
-    purchased = clicked and last_purchase is not None and last_purchase >= first_view
-    return viewed, clicked, purchased
+STATE_OF_SILVER_SQL = state_of_silver_sql(FUNNEL)
+
+
+def stages_reached(times: list, funnel: tuple[FunnelStage, ...] = FUNNEL) -> tuple[bool, ...]:
+    """Which stages a (SKU, user) pair reached, from its stage times (see the module doc)."""
+    first = times[0]
+    reached, required = [first is not None], first is not None
+    for stage, last in zip(funnel[1:], times[1:], strict=True):
+        hit = required and last is not None and last >= first
+        reached.append(hit)
+        required = required and (hit or stage.optional)
+    return tuple(reached)
 
 
 def _min(a, b):
@@ -119,8 +133,8 @@ class DateAggregates:
     events: dict[tuple, int] = field(default_factory=dict)  # (name, platform) -> events
     users: dict[tuple, set] = field(default_factory=dict)  # (name, platform) -> user ids
     products: dict[tuple, set] = field(default_factory=dict)  # (name, platform) -> SKUs
-    pairs: dict[tuple, list] = field(default_factory=dict)  # (SKU, user) -> [first view, last click, last purchase]
-    funnel: dict[str, list] = field(default_factory=dict)  # SKU -> [viewers, clickers, purchasers, product name]
+    pairs: dict[tuple, list] = field(default_factory=dict)  # (SKU, user) -> stage times
+    funnel: dict[str, list] = field(default_factory=dict)  # SKU -> [users per stage..., product name]
     counted: dict[int, int] = field(default_factory=dict)  # Kafka partition -> last offset whose events count
 
     def merge(self, rows: list[dict], emit: bool) -> list[dict]:
@@ -150,29 +164,29 @@ class DateAggregates:
         return changed if emit else []
 
     def _merge_pair(self, row: dict) -> list[dict]:
-        sku, key = row["SKU"], (row["SKU"], row["user_id"])
+        sku, key, n = row["SKU"], (row["SKU"], row["user_id"]), len(FUNNEL)
         old = self.pairs.get(key)
-        fv, lc, lp = old if old else (None, None, None)
-        new = [_min(fv, row["first_view"]), _max(lc, row["last_click"]), _max(lp, row["last_purchase"])]
-        counts = self.funnel.setdefault(sku, [0, 0, 0, None])
-        name = _min(counts[3], row["product_name"])
-        before, after = _stages(fv, lc, lp), _stages(*new)
-        for stage in range(3):
+        before_times = old if old else [None] * n
+        times = row["stage_times"]
+        new = [_min(before_times[0], times[0])] + [_max(a, b) for a, b in zip(before_times[1:], times[1:], strict=True)]
+        counts = self.funnel.setdefault(sku, [0] * n + [None])
+        name = _min(counts[n], row["product_name"])
+        before, after = stages_reached(before_times), stages_reached(new)
+        for stage in range(n):
             counts[stage] += int(after[stage]) - int(before[stage])
-        # A stored max only matters until its stage is reached; a new first view always matters.
+        # A stored last time only matters until its stage is reached; a new first time always matters.
         relevant = (
             old is None
-            or new[0] != fv
+            or new[0] != before_times[0]
             or before != after
-            or (not after[1] and new[1] != lc)
-            or (not after[2] and new[2] != lp)
-            or name != counts[3]
+            or any(not after[k] and new[k] != before_times[k] for k in range(1, n))
+            or name != counts[n]
         )
-        counts[3] = name
+        counts[n] = name
         self.pairs[key] = new
         if not relevant:
             return []
-        return [row | {"first_view": new[0], "last_click": new[1], "last_purchase": new[2]}]
+        return [row | {"stage_times": new}]
 
     def daily_metrics(self, event_date) -> pyarrow.Table:
         groups = sorted(self.events, key=lambda g: (g[0] or "", g[1] is None, g[1] or ""))
@@ -194,20 +208,19 @@ class DateAggregates:
     def product_funnel(self, event_date) -> pyarrow.Table:
         rows = []
         for sku in sorted(self.funnel):
-            viewers, clickers, purchasers, name = self.funnel[sku]
-            rows.append(
+            *users, name = self.funnel[sku]
+            rows += [
                 {
                     "event_date": event_date,
                     "SKU": sku,
                     "product_name": name,
-                    "viewers": viewers,
-                    "clickers": clickers,
-                    "purchasers": purchasers,
-                    "view_to_click": clickers / viewers if viewers else None,
-                    "click_to_purchase": purchasers / clickers if clickers else None,
-                    "view_to_purchase": purchasers / viewers if viewers else None,
+                    "stage_number": number,
+                    "stage": stage.name,
+                    "users": count,
+                    "share_of_first_stage": count / users[0] if users[0] else None,
                 }
-            )
+                for number, (stage, count) in enumerate(zip(FUNNEL, users, strict=True), 1)
+            ]
         return pyarrow.Table.from_pylist(rows, schema=PRODUCT_FUNNEL_SCHEMA)
 
     def gold(self, event_date: str) -> tuple[pyarrow.Table, pyarrow.Table]:
@@ -239,6 +252,12 @@ def state_of(silver: pyarrow.Table, last_offsets: dict[int, int] | None = None) 
 def load_date(lake: LakeResource, event_date: str, version: int | None = None) -> DateAggregates:
     """A date's aggregates from the state table: O(distinct keys of the date)."""
     rows = lake.scan(AGGREGATE_STATE_TABLE, [event_date], schema=STATE_SCHEMA, version=version)
+    lengths = pyarrow.compute.list_value_length(rows["stage_times"]).drop_null()
+    if len(lengths) and pyarrow.compute.any(pyarrow.compute.not_equal(lengths, len(FUNNEL))).as_py():
+        raise RuntimeError(
+            f"the funnel state of {event_date} was kept for another funnel configuration: rebuild the date "
+            "(materialize silver_clickstream_events for it) before the stream continues it"
+        )
     aggregates = DateAggregates()
     aggregates.merge(rows.to_pylist(), emit=False)
     return aggregates
@@ -360,3 +379,26 @@ def write_gold(lake: LakeResource, event_date: str, aggregates: DateAggregates) 
     for name, rows in zip((DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE), tables, strict=True):
         lake.replace_dates(name, rows, [event_date])
     return tables
+
+
+def write_gold_dates(
+    lake: LakeResource, event_dates: list[str], tokens: dict[str, int] | None = None
+) -> dict[str, tuple[pyarrow.Table, pyarrow.Table]]:
+    """Gold of many dates counted from their stored state (one scan) and written in one commit per gold
+    table, the funnel's (written last) with `tokens`: what a history import of a year does instead of a
+    commit per date and table."""
+    if not event_dates:
+        return {}
+    rows = lake.scan(AGGREGATE_STATE_TABLE, event_dates, schema=STATE_SCHEMA)
+    by_date: dict[str, list[dict]] = {d: [] for d in event_dates}
+    for row in rows.to_pylist():
+        by_date[row["event_date"].isoformat()].append(row)
+    published = {}
+    for event_date, state in by_date.items():
+        aggregates = DateAggregates()
+        aggregates.merge(state, emit=False)
+        published[event_date] = aggregates.gold(event_date)
+    for i, name in enumerate((DAILY_METRICS_TABLE, PRODUCT_FUNNEL_TABLE)):
+        rows = pyarrow.concat_tables([tables[i] for tables in published.values()])
+        lake.replace_dates(name, rows, event_dates, tokens=tokens if name == PRODUCT_FUNNEL_TABLE else None)
+    return published

@@ -8,6 +8,7 @@ from pandera.typing import Series
 
 from assets.clickstream.aggregates import load_date, write_gold
 from assets.clickstream.names import (
+    CODE_VERSION,
     DAILY_METRICS_TABLE,
     PRODUCT_FUNNEL_TABLE,
     SILVER_TABLE,
@@ -32,12 +33,10 @@ class ProductFunnel(pa.DataFrameModel):
     event_date: Series[str]
     SKU: Series[str]
     product_name: Series[str] = pa.Field(nullable=True)
-    viewers: Series[int] = pa.Field(ge=0)
-    clickers: Series[int] = pa.Field(ge=0)
-    purchasers: Series[int] = pa.Field(ge=0)
-    view_to_click: Series[float] = pa.Field(ge=0, le=1, nullable=True)
-    click_to_purchase: Series[float] = pa.Field(ge=0, le=1, nullable=True)
-    view_to_purchase: Series[float] = pa.Field(ge=0, le=1, nullable=True)
+    stage_number: Series[int] = pa.Field(ge=1)
+    stage: Series[str]
+    users: Series[int] = pa.Field(ge=0)
+    share_of_first_stage: Series[float] = pa.Field(ge=0, le=1, nullable=True)
 
 
 def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.AssetCheckSpec:
@@ -55,6 +54,7 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
             "gold_clickstream_daily_metrics",
             deps=["silver_clickstream_events"],
             group_name="clickstream_gold",
+            code_version=CODE_VERSION,
             kinds={"deltalake", "duckdb"},
             description="Events, distinct users and distinct products per day, event name and platform.",
             metadata={"dagster/column_schema": table_schema(DailyMetrics)},
@@ -63,11 +63,13 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
             "gold_clickstream_product_funnel",
             deps=["silver_clickstream_events"],
             group_name="clickstream_gold",
+            code_version=CODE_VERSION,
             kinds={"deltalake", "duckdb"},
             description=(
-                "Per product and day: users who viewed it; of them, those who clicked it at or after "
-                "their first view; of those, who purchased it at or after their first view; and the "
-                "conversion rates between the stages."
+                "Per product, day and funnel stage (configured in config/clickstream.yaml; by default view, "
+                "click, add to cart, purchase): the users who reached the stage, in order (a later stage's "
+                "event at or after their first view, every required stage before it reached; optional "
+                "stages may be skipped), and their share of the first stage's users."
             ),
             metadata={"dagster/column_schema": table_schema(ProductFunnel)},
         ),
@@ -114,13 +116,19 @@ GOLD_OUTPUTS = (
 
 def headline_figures(table: str, frame: pd.DataFrame) -> dict[str, float]:
     """The KPIs of a gold table as numeric metadata, which the UI plots over its materializations: events
-    and purchases per day; the funnel's overall conversion (users who bought / users who viewed, per SKU
-    summed)."""
+    and purchases per day; the funnel's users at its first and last stage (summed over products) and the
+    conversion between them."""
     if table == DAILY_METRICS_TABLE:
         events = frame.groupby("event_name")["events"].sum() if len(frame) else pd.Series(dtype=int)
         return {"events": int(events.sum()), "purchases": int(events.get("purchase", 0))}
-    viewers, purchasers = int(frame["viewers"].sum()), int(frame["purchasers"].sum())
-    return {"viewers": viewers, "purchasers": purchasers, "view_to_purchase": purchasers / viewers if viewers else 0.0}
+    by_stage = frame.groupby("stage_number")["users"].sum() if len(frame) else pd.Series(dtype=int)
+    entered = int(by_stage.iloc[0]) if len(by_stage) else 0
+    completed = int(by_stage.iloc[-1]) if len(by_stage) else 0
+    return {
+        "funnel_entered": entered,
+        "funnel_completed": completed,
+        "conversion": completed / entered if entered else 0.0,
+    }
 
 
 def gold_frames(published: dict[str, tuple[pyarrow.Table, pyarrow.Table]]) -> dict[str, pd.DataFrame]:

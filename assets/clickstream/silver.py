@@ -25,6 +25,7 @@ from assets.clickstream.gold import gold_report
 from assets.clickstream.names import (
     AGGREGATE_STATE_TABLE,
     BRONZE_TABLE,
+    CODE_VERSION,
     DUPLICATES_TABLE,
     EVENT_NAMES,
     PERSONAL_FIELDS,
@@ -33,7 +34,7 @@ from assets.clickstream.names import (
     SILVER_TABLE,
     clickstream_daily_partitions,
 )
-from assets.clickstream.parsing import parse_messages
+from assets.clickstream.parsing import PARSE_SQL, parse_messages
 from assets.pandera_checks import table_schema, validate_schema, violations_sql
 from assets.partition_checks import per_partition
 from assets.quality import (
@@ -44,7 +45,7 @@ from assets.quality import (
     nothing_lost,
     quarantine_rate,
 )
-from assets.streaming import Batch, Report, append_once, bronze_date
+from assets.streaming import BRONZE_SCHEMA, Batch, Report, append_once, bronze_date
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
@@ -111,23 +112,34 @@ DUPLICATE_ARROW_SCHEMA = pyarrow.schema(
         ("event_date", pyarrow.date32()),
     ]
 )
-# Identical content is the same event: the events carry no id of their own, so a message delivered
-# twice (producer retry, replay) is recognised by the hash of everything it says.
-_EVENT_ID_SQL = 'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"]))'
+# An event's identity: the source's own id where the configuration names its field (event_id_field), else
+# its content: identical content is the same event, so a message delivered twice (producer retry, replay)
+# is recognised by the hash of everything it says.
+_EVENT_ID_SQL = (
+    "CASE WHEN source_event_id IS NOT NULL THEN md5('id:' || source_event_id) ELSE "
+    'md5(to_json([epoch_us(event_datetime)::VARCHAR, event_name, user_id, platform, product_name, "SKU"])) END'
+)
+# A value outside the vocabulary is quarantined with the value itself in the reason (cut to 64 characters).
+_WITH_VALUES = {
+    column: f"'unknown_value:{column}=' || left(coalesce({column}, ''), 64)" for column in ("event_name", "platform")
+}
 _SILVER_SELECT = ", ".join(f'"{c}"' for c in SILVER_COLUMNS)
 # Materializations and backfills of silver take turns; the streaming run stays out of the pool (it would
 # hold it for minutes and block its successor): concurrent writers are resolved by the table's commits.
 SILVER_WRITER_POOL = "clickstream_silver_writer"
 
 
-def route_messages(messages: pyarrow.Table) -> pyarrow.Table:
+def route_messages(messages: pyarrow.Table, sql: str = PARSE_SQL) -> pyarrow.Table:
     """`messages` parsed (`parse_messages`) and routed in the same pass: each row gets its `event_id`
     and its quarantine `reason` (a structural error, or SilverClickstreamEvent's rules it fails; NULL
     for a good event). What ingest writes to bronze and hands to silver."""
+    reason = f"coalesce(structural_error, {violations_sql(SilverClickstreamEvent)})"
+    for column, with_value in _WITH_VALUES.items():
+        reason = f"replace({reason}, 'unknown_value:{column}', {with_value})"
     return parse_messages(
         messages,
-        then=f"""SELECT {_SILVER_SELECT},
-            coalesce(structural_error, {violations_sql(SilverClickstreamEvent)}) AS reason
+        sql=sql,
+        then=f"""SELECT _row, {_SILVER_SELECT}, {reason} AS reason
         FROM (SELECT *, CASE WHEN structural_error IS NULL THEN {_EVENT_ID_SQL} END AS event_id FROM parsed)""",
     )
 
@@ -423,21 +435,26 @@ def _count_by_date(table: pyarrow.Table) -> dict[str, int]:
 # -- a date rebuilt from bronze: O(date), exact ----------------------------------------------------------------
 
 
-def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[str, dict]:
+def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None, together: int = 1) -> dict[str, dict]:
     """Rebuild silver, quarantine, duplicates and gold's aggregate state of `event_dates` from bronze,
-    replacing exactly those dates (one commit per table and date) and compacting their bronze files.
-    Used by materializations and backfills of silver (the daily close, reprocessing, disaster recovery).
+    replacing exactly those dates (one commit per table for each `together` dates) and compacting their
+    bronze files. Used by materializations and backfills of silver (the daily close, reprocessing,
+    disaster recovery) and by history imports (many dates a commit).
 
     The streaming run may append to a date while it is rebuilt here: the replace is computed from the
     table version read at the start and fails if a batch landed in the date since (the rebuild then
     starts over); it records the date tokens of everything it read from bronze, so a batch it covered
     is not appended again afterwards."""
     summaries = {}
-    for event_date in event_dates:
+    groups = [event_dates[i : i + together] for i in range(0, len(event_dates), max(together, 1))]
+    for dates in groups:
         while True:
             tables = (QUARANTINE_TABLE, DUPLICATES_TABLE, AGGREGATE_STATE_TABLE, SILVER_TABLE)
             versions = {t: lake.version(t) for t in tables}
-            bronze, tokens = bronze_date(lake, BRONZE_TABLE, event_date)
+            bronze, tokens = BRONZE_SCHEMA.empty_table(), {}
+            for event_date in dates:
+                rows, date_tokens = bronze_date(lake, BRONZE_TABLE, event_date)
+                bronze, tokens = pyarrow.concat_tables([bronze, rows]), tokens | date_tokens
             split = split_routed(route_messages(bronze))
             silver = _stored_silver(split.silver).sort_by([("event_datetime", "ascending"), ("event_id", "ascending")])
             state = state_of(silver)
@@ -445,20 +462,31 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None) -> dict[
                 for table, rows in zip(tables, (split.quarantine, split.duplicates, state, silver), strict=True):
                     change_feed = table == AGGREGATE_STATE_TABLE  # the streaming runs catch up on it
                     lake.replace_dates(
-                        table, rows, [event_date], tokens=tokens, version=versions[table], change_feed=change_feed
+                        table, rows, dates, tokens=tokens, version=versions[table], change_feed=change_feed
                     )
             except CommitFailedError as conflict:
                 if log:
                     log.info(
-                        f"{event_date}: a streaming batch landed during the rebuild; rebuilding again ({conflict})"
+                        f"{dates[0]}..{dates[-1]}: a streaming batch landed during the rebuild; again ({conflict})"
                     )
                 continue
             break
-        lake.compact(BRONZE_TABLE, [event_date])
-        summaries[event_date] = split.summary() | {"bronze_rows": bronze.num_rows}
-        if log:
-            log.info(f"{event_date}: {summaries[event_date]}")
+        lake.compact(BRONZE_TABLE, dates)
+        for event_date in dates:
+            summaries[event_date] = _date_summary(split, bronze, event_date)
+            if log and len(dates) == 1:
+                log.info(f"{event_date}: {summaries[event_date]}")
     return summaries
+
+
+def _date_summary(split: SilverRows, bronze: pyarrow.Table, event_date: str) -> dict:
+    day = pyarrow.scalar(event_date).cast(pyarrow.date32())
+
+    def of(table: pyarrow.Table) -> pyarrow.Table:
+        return table.filter(pc.equal(table["event_date"], day))
+
+    rows = SilverRows(of(split.silver), of(split.quarantine), of(split.duplicates))
+    return rows.summary() | {"bronze_rows": of(bronze).num_rows}
 
 
 def silver_metadata(summary: dict) -> dict:
@@ -479,6 +507,7 @@ def quarantine_metadata(summary: dict) -> dict:
             "silver_clickstream_events",
             deps=["bronze_clickstream_events"],
             group_name="clickstream_silver",
+            code_version=CODE_VERSION,
             kinds={"deltalake", "pandera"},
             description=(
                 "Every user action (view, click, add to cart, purchase) exactly once: when it happened "
@@ -493,6 +522,7 @@ def quarantine_metadata(summary: dict) -> dict:
             "quarantine_clickstream_events",
             deps=["bronze_clickstream_events"],
             group_name="clickstream_silver",
+            code_version=CODE_VERSION,
             kinds={"deltalake"},
             description=(
                 "Messages that could not become events, each with the reason, the original payload and its "
