@@ -225,7 +225,7 @@ def test_a_configuration_change_shows_imported_partitions_stale(lake, warehouse,
 
     def status(code_version: str | None = None) -> dict[str, StaleStatus]:
         assets = [clickstream_silver, clickstream_gold]
-        if code_version:  # what the code location would say after an edit of config/clickstream.yaml
+        if code_version:  # what the code location would say after an edit of assets/clickstream/clickstream.yaml
             assets = [a.map_asset_specs(lambda s: s.replace_attributes(code_version=code_version)) for a in assets]
         resolver = get_stale_status_resolver(instance, [*ASSETS[:1], *assets])  # type: ignore[list-item]
         keys = ["silver_clickstream_events", "gold_clickstream_product_funnel"]

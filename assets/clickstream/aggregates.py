@@ -11,7 +11,7 @@ state of a date from there and goes on exactly; the gold tables are the state co
 few seconds from memory, and rebuilt from the state table (O(distinct keys), not O(events)) when gold is
 materialized.
 
-Funnel stages come from the configuration (`funnel` in config/clickstream.yaml), reached in order: the
+Funnel stages come from the configuration (`funnel` in assets/clickstream/clickstream.yaml), reached in order: the
 first stage by any of its events; a later stage by one of its events at or after the user's first event
 of the first stage, once every earlier stage that is not optional was reached (so with view, an optional
 click and purchase, a view then a purchase counts as a purchase). Each stage depends only on min/max

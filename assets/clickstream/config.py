@@ -1,6 +1,6 @@
 """The clickstream's configuration, read once when the code location loads:
 
-- `config/clickstream.yaml` (or the file `CLICKSTREAM_CONFIG` names): accepted event names and platforms
+- `assets/clickstream/clickstream.yaml` (or the file `CLICKSTREAM_CONFIG` names): accepted event names and platforms
   with their synonyms, the event identity, the funnel's stages, the import field mappings. Validated
   here: a mistake fails the code location's load with the file and the entry at fault.
 - event-time bounds and the first partition, from the environment (Dagster needs the partitions when
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import yaml
 
-DEFAULT_CONFIG_PATH = Path(__file__).parent / "config" / "clickstream.yaml"
+DEFAULT_CONFIG_PATH = Path(__file__).parent / "clickstream.yaml"
 # Silver's fields an import mapping may fill (`timestamp` becomes `event_datetime`).
 MAPPABLE_FIELDS = ("timestamp", "event_name", "user_id", "platform", "product_name", "SKU", "event_id")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")

@@ -66,7 +66,8 @@ def _gold_check(name: str, asset: str, model: type[pa.DataFrameModel]) -> dg.Ass
             code_version=CODE_VERSION,
             kinds={"deltalake", "duckdb"},
             description=(
-                "Per product, day and funnel stage (configured in config/clickstream.yaml; by default view, "
+                "Per product, day and funnel stage (configured in assets/clickstream/clickstream.yaml; by default "
+                "view, "
                 "click, add to cart, purchase): the users who reached the stage, in order (a later stage's "
                 "event at or after their first view, every required stage before it reached; optional "
                 "stages may be skipped), and their share of the first stage's users."

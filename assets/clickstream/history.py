@@ -3,7 +3,7 @@ silver -> gold path the stream feeds, without Kafka.
 
 Each file is a source of its own in bronze: topic `import:<landing key>`, partition 0, one offset per
 record (its row number), received at the import's time. Every record becomes a message in the stream's
-shape (the file's fields mapped by a mapping of config/clickstream.yaml, the original record kept
+shape (the file's fields mapped by a mapping of assets/clickstream/clickstream.yaml, the original record kept
 under `source`), so parsing, vocabulary, quarantine, deduplication and the checks are the stream's own.
 Exactly once: bronze records, in the same commit as the rows, the file's last offset (the stream's
 token), so importing the file again adds nothing and a file that grew adds only its new records.
@@ -48,7 +48,7 @@ _CHUNK_ROWS = 500_000  # records per bronze commit: bounds memory, and a crash r
 class ClickstreamImportConfig(dg.Config):
     """`folder`: under the landing root (LANDING_ROOT), where the archive's files are (`*.ndjson`,
     `*.jsonl`, `*.json`: one JSON object per line; `*.csv` with a header); `mapping`: which of
-    config/clickstream.yaml's `imports` says where the files keep each field; `dates_per_commit`: how
+    assets/clickstream/clickstream.yaml's `imports` says where the files keep each field; `dates_per_commit`: how
     many dates are rebuilt in one commit per table."""
 
     folder: str = "clickstream"
@@ -195,7 +195,7 @@ def clickstream_history_import(
     check the stream runs: the same tables, as if the events had streamed in on their own dates."""
     if config.mapping not in CONFIG.imports:
         raise dg.Failure(
-            f"unknown mapping {config.mapping!r}; config/clickstream.yaml defines {sorted(CONFIG.imports)}"
+            f"unknown mapping {config.mapping!r}; assets/clickstream/clickstream.yaml defines {sorted(CONFIG.imports)}"
         )
     mapping = CONFIG.imports[config.mapping]
     received_ms = time.time_ns() // 1_000_000

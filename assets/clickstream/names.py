@@ -23,7 +23,7 @@ clickstream_daily_partitions = dg.DailyPartitionsDefinition(start_date=BOUNDS.pa
 # Fields that identify a person: masked wherever a row is shown to operators (resources/privacy.py).
 PERSONAL_FIELDS = ("user_id",)
 
-# The vocabulary: config/clickstream.yaml.
+# The vocabulary: assets/clickstream/clickstream.yaml.
 EVENT_NAMES = CONFIG.accepted_event_names
 PLATFORMS = CONFIG.accepted_platforms
 # The code version of the assets that apply the configuration: a change of the file shows them stale.
