@@ -36,6 +36,7 @@ export LOAN_FEATURE_VERSION=${LOAN_FEATURE_VERSION:-}
 export CLICKSTREAM_PARTITIONS_START=${CLICKSTREAM_PARTITIONS_START:-2023-01-01}
 export CLICKSTREAM_EARLIEST_EVENT_DATE=${CLICKSTREAM_EARLIEST_EVENT_DATE:-}
 export CLICKSTREAM_MAX_CLOCK_SKEW=${CLICKSTREAM_MAX_CLOCK_SKEW:-1 hour}
+export CLICKSTREAM_CONFIG=${CLICKSTREAM_CONFIG:-$root/assets/clickstream/clickstream.yaml}
 # Alerts (sensors/alerts.py): always appended to ALERT_LOG; also posted to ALERT_WEBHOOK_URL (a Slack
 # incoming webhook or any receiver of Slack-shaped JSON) when it is not empty. Links point at DAGSTER_UI_URL.
 export ALERT_LOG=${ALERT_LOG:-$root/data/alerts/alerts.jsonl}

@@ -500,10 +500,10 @@ def test_a_crash_between_tables_is_recovered_by_the_tokens(kafka_broker, tmp_pat
     request = tick(fraud_events_kafka_sensor, instance, resources).run_requests[0]
     original = LakeResource.append
 
-    def append(self, name, rows, *, tokens=None):
+    def append(self, name, rows, **options):
         if name == SILVER_EVENTS:
             raise OSError("injected: the process dies before the silver append")
-        return original(self, name, rows, tokens=tokens)
+        return original(self, name, rows, **options)
 
     with monkeypatch.context() as patched:
         patched.setattr(LakeResource, "append", append)

@@ -45,7 +45,8 @@ def test_every_configuration_default_in_the_readme_is_what_env_sh_sets():
             continue
         value = env[name]
         # Paths are stated relative to the repository.
-        stated = str(ROOT / default) if default.startswith(("data/", ".local/")) else default
+        relative = default.startswith(("data/", ".local/")) or (default and (ROOT / default).is_file())
+        stated = str(ROOT / default) if relative else default
         assert value == stated, f"{name}: README says {default!r}, platform/env.sh sets {value!r}"
 
 
