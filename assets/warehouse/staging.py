@@ -12,6 +12,13 @@ from pandera.typing import Series
 
 from assets.pandera_checks import schema_check_result, table_schema
 from assets.partition_checks import per_partition
+from assets.quality import (
+    NOTHING_LOST_CHECK,
+    QUARANTINE_RATE_CHECK,
+    nothing_lost,
+    quality_check_specs,
+    quarantine_rate,
+)
 from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
 from assets.warehouse.names import quarantine_table, raw_table, staging_table, warehouse_daily_partitions
 from resources import LakeResource, PseudonymizerResource
@@ -151,9 +158,10 @@ def _typed_select(entity: Entity, received: list[str], source: str, day: str) ->
     return f"SELECT {', '.join(exprs)}, '{source}' AS source, '{day}' AS processing_date, {reasons} AS _invalid"
 
 
-def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.DataFrame, pd.DataFrame, int]:
-    """(latest valid version per key, quarantined rows with reason, versions received) for one date.
-    Both sources are merged; on equal update time PostgreSQL wins over a landing file."""
+def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.DataFrame, pd.DataFrame, int, int]:
+    """(latest valid version per key, quarantined rows with reason, versions received, valid versions
+    superseded by a later one of the same key) for one date. Both sources are merged; on equal update
+    time PostgreSQL wins over a landing file."""
     selects = []
     with engine() as conn:
         for source in ("postgres", "landing"):
@@ -168,6 +176,9 @@ def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.Da
             selects.append(f"SELECT {empty}, '' AS source, '' AS processing_date, '' AS _invalid WHERE false")
         conn.execute(f"CREATE TABLE typed AS {' UNION ALL '.join(selects)}")
         received = (conn.execute("SELECT count(*) FROM typed").fetchone() or (0,))[0]
+        order = f"PARTITION BY {entity.key} ORDER BY updated_at DESC, source = 'postgres' DESC"
+        older = f"SELECT 1 FROM typed WHERE _invalid = '' QUALIFY row_number() OVER ({order}) > 1"
+        superseded = (conn.execute(f"SELECT count(*) FROM ({older})").fetchone() or (0,))[0]
         staged = conn.execute(
             f"SELECT * EXCLUDE (_invalid) FROM typed WHERE _invalid = '' "
             f"QUALIFY row_number() OVER (PARTITION BY {entity.key} "
@@ -180,7 +191,7 @@ def stage_partition(lake: LakeResource, entity: Entity, day: str) -> tuple[pd.Da
     for column, family in entity.columns.items():
         if family == "decimal":
             staged[column] = staged[column].astype("float64")
-    return staged, quarantine, received
+    return staged, quarantine, received, superseded
 
 
 def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
@@ -214,13 +225,15 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
                 description="No row had a required value missing or of the wrong type.",
                 partitions_def=warehouse_daily_partitions,
             ),
+            *quality_check_specs(name, warehouse_daily_partitions),
         ],
     )
     def staging_asset(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
         schema = staged_schema(entity)
         written, quarantined, received = [], [], 0
+        accounting: dict[str, tuple[int, int]] = {}  # date -> (versions received, superseded)
         for day in context.partition_keys:
-            staged, quarantine, count = stage_partition(lake, entity, day)
+            staged, quarantine, count, superseded = stage_partition(lake, entity, day)
             for column in entity.pii:
                 staged[f"{column}_hash"] = pseudonymizer.pseudonyms(staged.pop(column))
             date = dt.date.fromisoformat(day)
@@ -231,6 +244,7 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
             written.append(rows)
             quarantined.append(quarantine)
             received += count
+            accounting[day] = (count, superseded)
         # Pandera checks what was written, with the types it was written with.
         staged = pyarrow.concat_tables(written).to_pandas()
         quarantine = pyarrow.concat_tables(quarantined).to_pandas()
@@ -271,6 +285,22 @@ def _staging_asset(entity: Entity) -> dg.AssetsDefinition:
             },
             quarantine_check,
         )
+        # The platform's two promises, as in every domain: each version received is staged, superseded by a
+        # later version of its key, or quarantined (counted from the tables as written); and the rate.
+        lost, rate = {}, {}
+        for day, (count, superseded) in accounting.items():
+            staged_rows = lake.count_by_date(staging_table(entity.name), [day]).get(day, 0)
+            quarantined_rows = lake.count_by_date(quarantine_table(entity.name), [day]).get(day, 0)
+            passed, metadata = nothing_lost(
+                count, clean=staged_rows, quarantined=quarantined_rows, duplicates=superseded
+            )
+            lost[day] = dg.AssetCheckResult(check_name=NOTHING_LOST_CHECK, passed=passed, metadata=metadata)
+            passed, metadata = quarantine_rate(count, quarantined_rows)
+            rate[day] = dg.AssetCheckResult(
+                check_name=QUARANTINE_RATE_CHECK, passed=passed, metadata=metadata, severity=dg.AssetCheckSeverity.WARN
+            )
+        yield from per_partition(context, lost, dg.AssetCheckKey(dg.AssetKey(name), NOTHING_LOST_CHECK))
+        yield from per_partition(context, rate, dg.AssetCheckKey(dg.AssetKey(name), QUARANTINE_RATE_CHECK))
 
     return staging_asset
 
