@@ -11,26 +11,27 @@ import duckdb
 
 from resources import LakeResource
 
-# One row per mart: its latest period (the day or month of purchase the mart ends on, every shop together)
-# and the figures of that period. A full rebuild adds one point per figure to the UI's plots.
+# One row per mart, every shop together: totals to date, in the mart's own terms (a day's revenue only counts
+# once its orders are delivered, so the latest day alone would understate it), and for customers the latest
+# day, whose new/returning split is the figure of interest. Each rebuild adds one point to the UI's plots.
 HEADLINES = {
     "kpi_sales": """
-        SELECT period_start::VARCHAR AS latest_period, sum(orders) AS orders_latest_day,
-               sum(order_intake) AS order_intake_latest_day, sum(revenue) AS revenue_latest_day
-        FROM marts.kpi_sales WHERE grain = 'day' GROUP BY 1 ORDER BY 1 DESC LIMIT 1""",
+        SELECT max(period_start)::VARCHAR AS latest_day, sum(orders) AS orders_total,
+               sum(order_intake) AS order_intake_total, sum(revenue) AS revenue_total,
+               sum(orders) FILTER (WHERE period_start = (SELECT max(period_start) FROM marts.kpi_sales))
+                   AS orders_latest_day
+        FROM marts.kpi_sales WHERE grain = 'day'""",
     "kpi_dropoff": """
-        SELECT month_start::VARCHAR AS latest_period, sum(dropped_intake) AS dropped_intake_latest_month,
-               round(1 - sum(revenue) / nullif(sum(order_intake), 0), 4) AS dropoff_rate_latest_month
-        FROM marts.kpi_dropoff GROUP BY 1 ORDER BY 1 DESC LIMIT 1""",
+        SELECT sum(dropped_intake) AS dropped_intake_total,
+               round(1 - sum(revenue) / nullif(sum(order_intake), 0), 4) AS dropoff_rate_total
+        FROM marts.kpi_dropoff""",
     # A median over every shop cannot be derived from the shops' medians: computed from the facts, as the mart is.
     "kpi_shipping_lag": """
-        SELECT date_trunc('month', order_date)::DATE::VARCHAR AS latest_period,
-               count(*) AS shipped_orders_latest_month,
-               round(median(purchase_to_ship_hours), 2) AS median_lag_hours_latest_month,
-               round(quantile_cont(purchase_to_ship_hours, 0.9), 2) AS p90_lag_hours_latest_month
-        FROM core.fact_orders WHERE shipped_at IS NOT NULL GROUP BY 1 ORDER BY 1 DESC LIMIT 1""",
+        SELECT count(*) AS shipped_orders_total, round(median(purchase_to_ship_hours), 2) AS median_lag_hours,
+               round(quantile_cont(purchase_to_ship_hours, 0.9), 2) AS p90_lag_hours
+        FROM core.fact_orders WHERE shipped_at IS NOT NULL""",
     "kpi_customers": """
-        SELECT period_start::VARCHAR AS latest_period, customers AS customers_latest_day,
+        SELECT period_start::VARCHAR AS latest_day, customers AS customers_latest_day,
                new_share AS new_share_latest_day, returning_share AS returning_share_latest_day
         FROM marts.kpi_customers WHERE grain = 'day' ORDER BY period_start DESC LIMIT 1""",
 }
@@ -66,7 +67,8 @@ def kpi_metadata(conn: duckdb.DuckDBPyConnection, lake: LakeResource, mart: str)
     metadata: dict[str, object] = {}
     if row is not None:
         for (name, *_), value in zip(cursor.description, row, strict=True):
-            metadata[name] = float(value) if isinstance(value, Decimal) else value
+            if value is not None:  # an empty mart has no figures
+                metadata[name] = float(value) if isinstance(value, Decimal) else value
     title, query = CHARTS[mart]
     png = render_chart(conn.execute(query).df(), title)
     uri = lake.put(png, "commerce", "marts", "charts", f"{mart}.png")
