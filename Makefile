@@ -7,7 +7,7 @@ DBT_MANIFEST := dbt/target/manifest.json
 DBT_SOURCES := $(shell find dbt \( -path dbt/target -o -path dbt/logs -o -path dbt/dbt_packages \) -prune \
   -o -type f \( -name '*.sql' -o -name '*.yml' -o -name '*.yaml' -o -name '*.csv' \) -print)
 
-.PHONY: install dbt-manifest demo test lint snapshot bench soak backfill stop clean
+.PHONY: install dbt-manifest demo test lint snapshot bench soak backfill screenshots stop clean
 
 install: $(VENV)/.installed $(VENV)/.compiled $(DBT_MANIFEST)
 
@@ -58,6 +58,11 @@ backfill: install
 	source platform/env.sh && .venv/bin/dagster asset materialize -f platform/definitions.py \
 	  --select silver_clickstream_events,quarantine_clickstream_events,gold_clickstream_daily_metrics,gold_clickstream_product_funnel \
 	  --partition-range "$(FROM)...$(TO)"
+
+# Screenshots of the UI for the README into docs/screenshots/ (not part of CI; needs chromium and postgresql):
+# the platform in a sandbox with a little data and range backfills (docs/screenshots.py).
+screenshots: install
+	$(VENV)/bin/python -m docs.screenshots
 
 # Everything the demo started, by the session ids, pid files and data directories it recorded.
 stop:

@@ -7,6 +7,7 @@ import duckdb
 import pandas as pd
 import pytest
 from dagster_dbt import DbtCliResource
+from PIL import Image
 
 from assets.warehouse import dbt as warehouse_dbt
 from assets.warehouse import raw, staging
@@ -234,7 +235,7 @@ def after_day_one(env: dict) -> dict:
 @pytest.fixture(scope="module")
 def built(env: dict, after_day_one: dict) -> dict:
     load_day(env, D2, *DAY_TWO)
-    return {"result": build(env, D2), **after_day_one}
+    return {**after_day_one, "result": build(env, D2)}  # day two's run, not day one's
 
 
 def test_kpis_match_the_hand_computed_values(env: dict, built: dict) -> None:
@@ -275,6 +276,27 @@ def test_kpis_match_the_hand_computed_values(env: dict, built: dict) -> None:
     }
     for kpi in ("kpi_sales", "kpi_dropoff", "kpi_shipping_lag", "kpi_customers"):
         assert "|" in mats[kpi].metadata["preview"].value
+    # Headline figures as numbers, which the UI plots over materializations: totals to date, and the latest
+    # day's customers.
+    figures = {kpi: {k: v.value for k, v in m.metadata.items()} for kpi, m in mats.items()}
+    sales = {"orders_total": 4, "order_intake_total": 135.0, "revenue_total": 55.0, "orders_latest_day": 2}
+    assert figures["kpi_sales"].items() >= sales.items()
+    assert all(type(figures["kpi_sales"][k]) is type(v) for k, v in sales.items())
+    assert figures["kpi_dropoff"]["dropoff_rate_total"] == round(1 - 55 / 135, 4)
+    # lags 2, 4 and 10 h over both shops: median 4, p90 = 4 + 0.8 * 6
+    assert figures["kpi_shipping_lag"]["median_lag_hours"] == 4.0
+    assert figures["kpi_shipping_lag"]["p90_lag_hours"] == 8.8
+    assert figures["kpi_customers"]["new_share_latest_day"] == 0.0
+    assert figures["kpi_customers"]["returning_share_latest_day"] == 1.0
+    assert figures["kpi_customers"]["latest_day"] == D2
+    # A chart per mart in the lake, linked from the materialization, and inline.
+    for kpi in ("kpi_sales", "kpi_dropoff", "kpi_shipping_lag", "kpi_customers"):
+        chart = Path(mats[kpi].metadata["chart"].value)
+        assert chart == Path(env["resources"]["lake"].root) / "commerce" / "marts" / "charts" / f"{kpi}.png"
+        with Image.open(chart) as image:
+            image.verify()
+            assert image.format == "PNG" and image.size[0] >= 400
+        assert mats[kpi].metadata["chart_preview"].value.startswith("![")
     # dbt tests ran as asset checks and passed.
     checks = built["result"].get_asset_check_evaluations()
     assert any(c.check_name == "unique_fact_orders_order_id" for c in checks)

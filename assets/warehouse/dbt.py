@@ -2,8 +2,8 @@
 
 Every dbt model is an asset and every dbt test an asset check. Facts are partitioned by processing
 date like raw and staging (a run replaces what changed on its dates); dimensions, the SCD2 snapshot
-and the KPI marts are rebuilt from all dates. Each KPI mart attaches a rendered table to its
-materialization."""
+and the KPI marts are rebuilt from all dates. Each KPI mart attaches a rendered table, its headline figures and
+a chart to its materialization (assets/warehouse/kpis.py)."""
 
 import json
 import shutil
@@ -16,8 +16,9 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from assets.warehouse.kpis import kpi_metadata
 from assets.warehouse.names import warehouse_daily_partitions
-from resources import WarehouseResource
+from resources import LakeResource, WarehouseResource
 
 # dagster-dbt runs the `dbt` on PATH; fall back to the one installed beside this interpreter.
 DBT_EXECUTABLE = shutil.which("dbt") or str(Path(sys.executable).parent / "dbt")
@@ -101,7 +102,9 @@ def commerce_dbt_facts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
     project=warehouse_dbt_project,
     pool=DBT_POOL,
 )
-def commerce_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource):
+def commerce_dbt_models(
+    context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, lake: LakeResource
+):
     """Dimensions (customers with SCD2 history through a dbt snapshot), dim_date and the KPI marts."""
     marts = []
     for event in dbt.cli(["build"], context=context).stream():
@@ -120,5 +123,6 @@ def commerce_dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource, 
                     "dagster/row_count": rows,
                     "preview": dg.MetadataValue.md(preview.to_markdown(index=False)),
                     "query": dg.MetadataValue.text(f"SELECT * FROM {table}"),
+                    **kpi_metadata(conn, lake, event.output_name),
                 }
             )
