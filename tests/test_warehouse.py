@@ -2,6 +2,8 @@
 into the dbt star schema and KPI marts (real dbt-duckdb), on a small fixture whose KPIs are worked
 out by hand below."""
 
+from pathlib import Path
+
 import dagster as dg
 import duckdb
 import pandas as pd
