@@ -94,6 +94,9 @@ class LakeResource(ConfigurableResource):
         # Commits use S3's conditional writes (If-None-Match), so concurrent writers cannot overwrite
         # each other's log entries; no external lock service is needed.
         options["conditional_put"] = "etag"
+        # An unreachable store fails the run within seconds, clearly, instead of retrying for minutes: the
+        # run commits nothing, and the sensor asks for the same range again on its next tick.
+        options |= {"max_retries": "3", "retry_timeout": "20s"}
         return options
 
     def table(self, name: str) -> DeltaTable | None:

@@ -144,8 +144,8 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
 
         _wait(webserver_up, 120, "the webserver", processes)
 
-        # The stream: the daemon's Kafka sensor starts an ingest run in a run worker of the code server, the
-        # partitions sensor then a gold run. Only this test's events are pending for the consumer group.
+        # The stream: the daemon's Kafka sensor starts an ingest run in a run worker of the code server; it
+        # appends silver and publishes gold. Only this test's events are pending for the consumer group.
         kafka = KafkaResource(bootstrap_servers=kafka_broker)
         kafka.ensure_topic(TOPIC, 3)
         kafka.commit(
@@ -166,19 +166,20 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
 
         _wait(lambda: rows(SILVER_TABLE, "SELECT count(*) FROM t") == 200, 150, "200 events in silver", processes)
         gold_sql = f"SELECT sum(events) FROM t WHERE event_date = '{day}'"
-        _wait(lambda: rows(DAILY_METRICS_TABLE, gold_sql) == 200, 120, "gold from the sensor's run", processes)
+        _wait(lambda: rows(DAILY_METRICS_TABLE, gold_sql) == 200, 120, "gold from the stream's run", processes)
 
-        # A materialization launched through the webserver's GraphQL API, queued and run by the daemon.
+        # A materialization launched through the webserver's GraphQL API, queued and run by the daemon: the
+        # daily close of the date (silver and gold rebuilt from bronze, whole-date checks).
         client = DagsterGraphQLClient("127.0.0.1", port_number=web_port)
         run_id = client.submit_job_execution(
-            "clickstream_gold_job", repository_location_name="platform", tags={"dagster/partition": day}
+            "clickstream_daily_job", repository_location_name="platform", tags={"dagster/partition": day}
         )
         status = _wait(
             lambda: (
                 (s := client.get_run_status(run_id)) in (dg.DagsterRunStatus.SUCCESS, dg.DagsterRunStatus.FAILURE) and s
             ),
-            120,
-            "the GraphQL-launched gold run",
+            180,
+            "the GraphQL-launched daily close",
             processes,
         )
         assert status == dg.DagsterRunStatus.SUCCESS
@@ -206,7 +207,7 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
             connection.cursor() as cursor,
         ):
             cursor.execute("SELECT pipeline_name, status FROM runs WHERE run_id = %s", (run_id,))
-            assert cursor.fetchall() == [("clickstream_gold_job", "SUCCESS")]
+            assert cursor.fetchall() == [("clickstream_daily_job", "SUCCESS")]
             cursor.execute("SELECT count(*) FROM runs WHERE pipeline_name = 'clickstream_ingest_job'")
             assert cursor.fetchone()[0] >= 1  # type: ignore[index]
         assert not list(home.glob("**/*.db")), "no SQLite storage may be created"
