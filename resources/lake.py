@@ -12,6 +12,7 @@ import datetime as dt
 import functools
 import os
 import shutil
+import uuid
 from pathlib import Path
 
 import pyarrow as pa
@@ -47,6 +48,20 @@ class LakeResource(ConfigurableResource):
         if self.is_s3:
             raise ValueError(f"{self.root} is on S3: local paths are not available; use the table methods")
         return Path(self.root).joinpath(*parts)
+
+    def put(self, data: bytes, *parts: str) -> str:
+        """Write one plain object (a rendered chart) whole or not at all: one S3 PUT, or a local temporary
+        file renamed into place. Returns its URI."""
+        if self.is_s3:
+            bucket, key = self._s3_location(*parts)
+            self._client().put_object(Bucket=bucket, Key=key, Body=data)
+            return self.uri(*parts)
+        target = self.path(*parts)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        partial = target.with_name(f".{target.name}.{uuid.uuid4().hex}.partial")
+        partial.write_bytes(data)
+        partial.replace(target)
+        return str(target)
 
     def list_keys(self, *parts: str, suffix: str = ".parquet") -> list[str]:
         """Keys (relative to `parts`) of every object under the folder `parts`, recursively, sorted."""
