@@ -143,6 +143,14 @@ class LakeResource(ConfigurableResource):
         table = self.table(name) if version is None else self._at(name, version)
         return {a: table.transaction_version(a) if table is not None else None for a in app_ids}
 
+    def _as_read(self, name: str, version: int | None) -> DeltaTable | None:
+        """The table as of `version` (the current one when None), so that a commit computed from that
+        version fails if a conflicting commit landed since; None before the first commit."""
+        table = self.table(name)
+        if table is not None and version is not None and table.version() != version:
+            table = self._at(name, version)
+        return table
+
     def _at(self, name: str, version: int) -> DeltaTable:
         return DeltaTable(self.uri(name), version=version, storage_options=self.storage_options())
 
@@ -152,7 +160,7 @@ class LakeResource(ConfigurableResource):
         """Append `rows` to table `name` (partitioned by `event_date`) in one commit, recording `tokens`
         (app id -> version) in the same commit. An empty `rows` still commits the tokens. `change_feed`:
         a table created here records its changes (`changes`)."""
-        commit = CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
+        commit = _commit(tokens)
         target = self.table(name) or self.uri(name)
         write_deltalake(
             target,
@@ -177,10 +185,8 @@ class LakeResource(ConfigurableResource):
         """Make the `dates` of table `name` hold exactly `rows`, in one commit; other dates are untouched.
         `version`: the table version the rows were computed from; if a concurrent writer added rows to
         these dates since, the commit fails (CommitFailedError) and the caller computes again."""
-        commit = CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
-        table = self.table(name)
-        if table is not None and version is not None and table.version() != version:
-            table = self._at(name, version)
+        commit = _commit(tokens)
+        table = self._as_read(name, version)
         write_deltalake(
             table if table is not None else self.uri(name),
             rows,
@@ -277,6 +283,11 @@ __all__ = ["CommitFailedError", "LakeResource"]
 _CHANGE_FEED = {"delta.enableChangeDataFeed": "true"}
 
 
+def _commit(tokens: dict[str, int] | None) -> CommitProperties:
+    """Commit properties recording `tokens` (app id -> version) as Delta app transactions."""
+    return CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
+
+
 @functools.cache
 def _s3_client(endpoint_url: str | None, region: str | None):
     from dagster_aws.s3 import S3Resource  # imported on first use: it costs every code load a second
@@ -299,10 +310,8 @@ def write_table(
     the same commit. New columns join the table's schema. `version`: the table version the rows were
     computed from; a commit since then that carried one of the same app ids fails this one
     (CommitFailedError), so writers that share an app id take turns without a lock."""
-    commit = CommitProperties(app_transactions=[Transaction(a, v) for a, v in (tokens or {}).items()])
-    table = lake.table(name)
-    if table is not None and version is not None and table.version() != version:
-        table = lake._at(name, version)
+    commit = _commit(tokens)
+    table = lake._as_read(name, version)
     write_deltalake(
         table if table is not None else lake.uri(name),
         rows,
