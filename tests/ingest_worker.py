@@ -25,14 +25,11 @@ if __name__ == "__main__":
     kafka = KafkaResource(bootstrap_servers=args.bootstrap, namespace=args.namespace, request_timeout_ms=5000)
     lake = LakeResource(root=args.lake)
     topic, group = kafka.topic(CLICKSTREAM_STREAM.topic), kafka.group(CLICKSTREAM_STREAM.group_id)
+    writer = SilverWriter.open(lake)
     with TopicReader(kafka, topic, group, shard, shards) as reader:
         batch, _ = ingest_batch(
-            kafka,
-            lake,
-            CLICKSTREAM_STREAM,
-            SilverWriter.open(lake),
-            max_records_per_partition=args.max_records,
-            reader=reader,
+            kafka, lake, CLICKSTREAM_STREAM, writer, max_records_per_partition=args.max_records, reader=reader
         )
+    writer.publish_gold(settle=True)  # as the bronze asset does when its run ends
     dates = sorted(batch.rows_by_date()) if batch else []
     print(json.dumps({"records": batch.records if batch else 0, "dates": dates}))

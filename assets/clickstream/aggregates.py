@@ -263,6 +263,9 @@ def load_date(lake: LakeResource, event_date: str, version: int | None = None) -
     return aggregates
 
 
+SETTLE_ATTEMPTS = 10
+
+
 @dataclass
 class LiveAggregates:
     """The stream's side of gold: the aggregates of the dates it appends to, held in memory (each date
@@ -336,10 +339,14 @@ class LiveAggregates:
             changes = self.lake.changes(AGGREGATE_STATE_TABLE, self.version, current)
         except Exception:  # a table written without its change feed: read the held dates again
             self.dates = {d: self._load(d, current) for d in self.dates}
+            self.dirty |= set(self.dates)
             self.version = current
             return
         held = pyarrow.array([dt.date.fromisoformat(d) for d in self.dates], pyarrow.date32())
         changes = changes.filter(pyarrow.compute.is_in(changes["event_date"], held))
+        # A date another writer moved is published again here too: whichever gold write lands last then
+        # holds everything committed before it.
+        self.dirty |= {d.isoformat() for d in changes["event_date"].to_pylist()}
         replaced = changes.filter(pyarrow.compute.not_equal(changes["_change_type"], "insert"))
         rebuilt = {d.isoformat() for d in replaced["event_date"].to_pylist()}
         inserted = changes.filter(pyarrow.compute.equal(changes["_change_type"], "insert"))
@@ -355,16 +362,22 @@ class LiveAggregates:
     def due(self) -> bool:
         return bool(self.dirty) and time.monotonic() - self.published_at >= self.publish_seconds
 
-    def publish(self) -> dict[str, tuple[pyarrow.Table, pyarrow.Table]]:
-        """Write the touched dates' gold rows; returns them per date (metrics, funnel)."""
-        self.catch_up()
+    def publish(self, settle: bool = False) -> dict[str, tuple[pyarrow.Table, pyarrow.Table]]:
+        """Write the touched dates' gold rows; returns them per date (metrics, funnel).
+
+        `settle` (a run's last publication): repeat until nothing is left to write and no other writer
+        committed state meanwhile, so that gold is exact once every run has stopped."""
         published = {}
-        for event_date in sorted(self.dirty):
-            try:
-                published[event_date] = write_gold(self.lake, event_date, self.dates[event_date])
-            except CommitFailedError:  # the date's gold was being rebuilt meanwhile: publish it next time
-                continue
-            self.dirty.discard(event_date)
+        for _ in range(SETTLE_ATTEMPTS if settle else 1):
+            self.catch_up()
+            for event_date in sorted(self.dirty):
+                try:
+                    published[event_date] = write_gold(self.lake, event_date, self.dates[event_date])
+                except CommitFailedError:  # another writer's gold or a rebuild landed meanwhile: again
+                    continue
+                self.dirty.discard(event_date)
+            if not self.dirty and self._current() == self.version:
+                break
         self.published_at = time.monotonic()
         return published
 

@@ -86,7 +86,7 @@ def bronze_clickstream_events(
         failures += [] if passed else [metadata]
         if config.follow_seconds:  # each micro-batch is visible at once; the run goes on
             context.log_event(dg.AssetMaterialization("bronze_clickstream_events", metadata=batch_metadata(batch)))
-    final = writer.publish_gold()
+    final = writer.publish_gold(settle=True)
     for event in [*final.materializations, *final.checks]:
         context.log_event(event)
     try:  # the DuckDB names analysts query; the warehouse file may be busy (a dbt run): then next time

@@ -369,9 +369,10 @@ class SilverWriter:
             report.extend(self.publish_gold())
         return report
 
-    def publish_gold(self) -> Report:
-        """Gold of the dates touched since the last publication, written and reported with its checks."""
-        return gold_report(self.gold.publish())
+    def publish_gold(self, settle: bool = False) -> Report:
+        """Gold of the dates touched since the last publication, written and reported with its checks
+        (`settle`: the run's last publication, see `LiveAggregates.publish`)."""
+        return gold_report(self.gold.publish(settle))
 
 
 def _batch_report(batch: Batch, split: SilverRows) -> Report:
