@@ -1,7 +1,8 @@
 """Dagster's production topology, run for real: the webserver, the daemon and the code server as separate
 processes (as the official Helm chart runs them) sharing one instance on PostgreSQL
 (platform/dagster-production.yaml): events stream to silver and gold, a failed check becomes an alert, and a
-run launched through GraphQL succeeds. The same Definitions as on the laptop; only the environment differs."""
+run launched through GraphQL succeeds. Ingest runs as two shards. The same Definitions as on the laptop; only
+the environment differs."""
 
 import datetime as dt
 import os
@@ -21,6 +22,7 @@ from dagster_graphql import DagsterGraphQLClient
 from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage, PostgresScheduleStorage
 
 from assets.clickstream.names import CONSUMER_GROUP, DAILY_METRICS_TABLE, QUARANTINE_TABLE, SILVER_TABLE, TOPIC
+from assets.streaming import SHARD_TAG
 from bench.common import stop_dagster_dev
 from resources import AlertsResource, KafkaResource, LakeResource
 from sensors.clickstream import clickstream_ingest_job
@@ -103,6 +105,7 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
         "ALERT_LOG": str(tmp_path / "alerts.jsonl"),
         "LANDING_ROOT": str(tmp_path / "input"),
         "DAGSTER_UI_URL": f"http://127.0.0.1:{web_port}",
+        "INGEST_SHARDS": "2",  # the topic's 3 partitions split over two following runs
         **dagster_db,
     }
     sourced = subprocess.run(
@@ -144,8 +147,9 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
 
         _wait(webserver_up, 120, "the webserver", processes)
 
-        # The stream: the daemon's Kafka sensor starts an ingest run in a run worker of the code server; it
-        # appends silver and publishes gold. Only this test's events are pending for the consumer group.
+        # The stream: the daemon's Kafka sensor starts an ingest run per shard in run workers of the code
+        # server; they append silver and publish gold on the same tables. Only this test's events are pending
+        # for the consumer group.
         kafka = KafkaResource(bootstrap_servers=kafka_broker)
         kafka.ensure_topic(TOPIC, 3)
         kafka.commit(
@@ -208,8 +212,12 @@ def test_webserver_daemon_and_code_server_as_separate_processes_on_postgres(kafk
         ):
             cursor.execute("SELECT pipeline_name, status FROM runs WHERE run_id = %s", (run_id,))
             assert cursor.fetchall() == [("clickstream_daily_job", "SUCCESS")]
-            cursor.execute("SELECT count(*) FROM runs WHERE pipeline_name = 'clickstream_ingest_job'")
-            assert cursor.fetchone()[0] >= 1  # type: ignore[index]
+            cursor.execute(
+                "SELECT DISTINCT t.value FROM runs r JOIN run_tags t ON t.run_id = r.run_id "
+                "WHERE r.pipeline_name = 'clickstream_ingest_job' AND t.key = %s",
+                (SHARD_TAG,),
+            )
+            assert sorted(v for (v,) in cursor.fetchall()) == ["0/2", "1/2"]  # both shards ran
         assert not list(home.glob("**/*.db")), "no SQLite storage may be created"
     finally:
         for process in reversed(list(processes.values())):
