@@ -13,6 +13,8 @@ Once Dagster is up, CPU hogs (plain busy loops at the platform's own priority, t
 - the landed loan file is in the raw table once, and every requested warehouse date succeeded;
 - the queue drained within `--drain-minutes` after the load ended.
 
+With them, each sensor's tick durations from the start of the load (Dagster gives a tick 60 s).
+
 It prints and saves the figures: messages, files and changes in and out, failed and retried runs, the
 drain time, the load average.
 
@@ -61,7 +63,7 @@ def main() -> None:
         wait_for(lambda: _up(ui), 600, f"Dagster did not come up at {ui} (see {sandbox / 'demo.log'})")
         print(f"[soak] platform up at {ui}; sandbox {sandbox}", flush=True)
         warehouse_dates = request_warehouse_dates(ui)
-        load = []
+        load, load_started = [], time.time()
         hogs = [
             subprocess.Popen([sys.executable, "-c", "while True: pass"])
             for _ in range(args.hogs_per_core * (os.cpu_count() or 2))
@@ -81,7 +83,7 @@ def main() -> None:
             check = Verification(env)
             drained = wait_for(check.drained, args.drain_minutes * 60, "the platform did not drain in time")
             drain_seconds = time.monotonic() - ended
-            figures = check.exactly_once(warehouse_dates)
+            figures = check.exactly_once(warehouse_dates) | check.sensor_ticks(load_started)
         figures |= {"drain_seconds": round(drain_seconds, 1), "drained": drained, "load_average_max": max(load)}
         report(
             "soak",
@@ -246,6 +248,21 @@ class Verification:
         figures["runs"] = len(every)
         figures["runs failed"] = sum(r.dagster_run.status == dg.DagsterRunStatus.FAILURE for r in every)
         figures["runs retried"] = sum("dagster/retry_number" in r.dagster_run.tags for r in every)
+        return figures
+
+    def sensor_ticks(self, since: float) -> dict:
+        """Per sensor, the duration of its ticks since `since` (p50, p95, max seconds; Dagster's limit is 60)."""
+        from dagster._core.definitions.run_request import InstigatorType
+
+        figures = {}
+        for state in self.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+            ticks = self.instance.get_ticks(state.instigator_origin_id, state.selector_id, after=since)
+            took = sorted(t.end_timestamp - t.timestamp for t in ticks if t.end_timestamp)
+            if took:
+                p95 = took[min(len(took) - 1, int(len(took) * 0.95))]
+                figures[f"sensor {state.instigator_name} ticks, p50/p95/max s"] = (
+                    f"{len(took)}: {took[len(took) // 2]:.1f} / {p95:.1f} / {took[-1]:.1f}"
+                )
         return figures
 
 
