@@ -200,3 +200,21 @@ def test_readme_names_the_landing_folder_the_sensor_reads_and_the_version_settin
     assert f"`$LANDING_ROOT/{LANDING_DIR}/`" in readme and f"`data/input/{LANDING_DIR}/`" in readme
     assert f"`{FEATURE_VERSION_ENV}`" in readme and f"export {FEATURE_VERSION_ENV}=" in env
     assert f"$LANDING_ROOT/{LANDING_DIR}/" in (loans_landing_sensor.description or "")
+
+
+def test_the_stream_before_any_file_lands_is_cleaned(kafka, lake, landing, warehouse, instance):
+    """Applications may arrive on Kafka before the first batch file lands: the stream is cleaned on its own
+    (no kept file yet), and the file that lands later comes after it."""
+    resources = {"kafka": kafka, "lake": lake, "landing": landing, "warehouse": warehouse}
+
+    def received() -> int:
+        return sum(lake.table(t).count() for t in (CLEANED_DATASET, QUARANTINE_DATASET) if lake.table(t))
+
+    stream(kafka, instance, resources, 1, applications([2008], 20, seed=21))
+    assert lake.table(RAW_FILES_DATASET) is None and received() == 20
+    land(landing, rows=applications([2007], 30, seed=22))
+    run(instance, resources, 1, BATCH_ASSETS)
+    cleaned = lake.scan(CLEANED_DATASET).to_pandas().sort_values("seq")
+    assert received() == 50 and list(cleaned["seq"]) == list(range(len(cleaned)))
+    from_file = cleaned["source"].str.endswith(".csv").tolist()
+    assert from_file == sorted(from_file) and 0 < sum(from_file) < len(from_file)  # the stream's rows first

@@ -136,7 +136,9 @@ def _pieces(lake: LakeResource) -> tuple[list[_Piece], int]:
     held = lake.tokens(CLEANED_DATASET, ids)
     next_seq, done = held.get(SEQUENCE) or 0, held.get(BRONZE)
     done = -1 if done is None else done
-    new = files[[held.get(file_token(f)) is None for f in files["file"]]]
+    new = files[
+        files["file"].map(lambda f: held.get(file_token(f)) is None).astype(bool)
+    ]  # a Series: no files, no rows
     positions = sorted(zip(new["after_offset"].clip(lower=done).tolist(), new["file"].tolist(), strict=True))
     contents = raw_files(lake, [f for _, f in positions], content=True).set_index("file")["content"]
     messages = bronze_messages(lake, done + 1)
