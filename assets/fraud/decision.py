@@ -10,6 +10,7 @@ event's date:
   current dimensions, replaced in one commit per table (the daily close, a rule change, a dimension change).
 """
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,10 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 from pandera.typing import Series
 
-from assets.fraud.common import sound_time_sql
+from assets.fraud.common import first_partition_sql, sound_time_sql
 from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
 from assets.fraud.names import (
+    BOUNDS,
     BRONZE_EVENTS,
     DECISION_EVENTS,
     DECISION_WRITER_POOL,
@@ -45,7 +47,7 @@ from assets.quality import (
     quality_check_specs,
     quarantine_rate,
 )
-from assets.streaming import bronze_date
+from assets.streaming import BRONZE_SCHEMA, bronze_date
 from resources import LakeResource
 from resources.lake import CommitFailedError
 from resources.warehouse import engine
@@ -97,6 +99,7 @@ SELECT t.* EXCLUDE (structural_error, occurred_at_text, amount_type), CASE
     WHEN r.market IS NULL THEN 'unknown_value:market'
     WHEN c.currency IS NULL THEN 'unknown_value:currency'
     WHEN NOT order_amount BETWEEN r.min_amount AND r.max_amount THEN 'invalid_value:order_amount'
+    WHEN occurred_at < {first_partition_sql()} THEN 'before_first_partition'
 END AS reason
 FROM typed t
 LEFT JOIN market_rules r ON r.market = t.market
@@ -394,7 +397,7 @@ def rebuild_decision_dates(
     for event_date in event_dates:
         while True:
             versions = {t: lake.version(t) for t in (QUARANTINE_EVENTS, DECISION_EVENTS, SILVER_EVENTS)}
-            bronze, tokens = bronze_date(lake, BRONZE_EVENTS, event_date)
+            bronze, tokens = bronze_of_date(lake, event_date)
             dimensions = load_dimensions(lake)
             build = build_decisions(bronze, rules, dimensions)
             if dimension_versions(lake) != dimensions.table_versions:
@@ -421,6 +424,26 @@ def rebuild_decision_dates(
                 f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
             )
     return builds
+
+
+def bronze_of_date(lake: LakeResource, event_date: str) -> tuple[pa_arrow.Table, dict[str, int]]:
+    """The date's bronze events and the date tokens a rebuild from them covers (`bronze_date`). The first
+    partition also takes in whatever bronze holds before it (written before its start was moved later,
+    or before events were routed into the partitions): re-dated to it and quarantined there as
+    `before_first_partition`, so that nothing in bronze is outside every partition."""
+    rows, tokens = bronze_date(lake, BRONZE_EVENTS, event_date)
+    if event_date != BOUNDS.partitions_start:
+        return rows, tokens
+    earlier = sorted(d for d in lake.count_by_date(BRONZE_EVENTS) if d < event_date)
+    if not earlier:
+        return rows, tokens
+    before = lake.scan(BRONZE_EVENTS, earlier).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    before = before.set_column(
+        before.schema.get_field_index("event_date"),
+        "event_date",
+        pa_arrow.array([dt.date.fromisoformat(event_date)] * before.num_rows, pa_arrow.date32()),
+    )
+    return pa_arrow.concat_tables([rows, before]).sort_by([("partition", "ascending"), ("offset", "ascending")]), tokens
 
 
 @dataclass(frozen=True)

@@ -4,6 +4,8 @@ from here, not from the assets."""
 
 import dagster as dg
 
+from assets.event_time import EventTimeBounds
+
 EVENTS_TOPIC = "fraud.checkout_risk_events"
 CHANGES_TOPIC = "fraud.buyer_changes"
 EVENTS_GROUP = "platform.fraud.events.bronze"
@@ -27,9 +29,14 @@ PERSONAL_FIELDS = ("buyer_id", "name", "email", "contact_person", "address")
 # the tables' commits (see rebuild_decision_dates).
 DECISION_WRITER_POOL = "fraud_decision_writer"
 
-# The first day an event or change may carry, and how far its own clock may run ahead of the broker's:
-# anything outside is a timestamp no checkout can have.
-FIRST_VALID_TIME = "2020-01-01 00:00:00+00"
-MAX_CLOCK_SKEW = "5 minutes"
+# The first date partition (FRAUD_PARTITIONS_START), the earliest time an event or change may carry
+# (FRAUD_EARLIEST_EVENT_DATE: buyer records may predate the first partition) and how far its own clock may
+# run ahead of the broker's (FRAUD_MAX_CLOCK_SKEW): anything outside is a timestamp no checkout can have. A
+# checkout before the first partition is quarantined as `before_first_partition`. Read when the code
+# location loads (assets/event_time.py); a history import moves the first two back.
+BOUNDS = EventTimeBounds.from_env(
+    "FRAUD", partitions_start="2024-01-01", earliest_event_date="2020-01-01", max_clock_skew="5 minutes"
+)
 
-fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
+# Through the last date an event's clock may reach (tomorrow, unless the accepted skew is over a day).
+fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date=BOUNDS.partitions_start, end_offset=BOUNDS.days_ahead)

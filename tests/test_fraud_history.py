@@ -1,0 +1,101 @@
+"""Fraud history: event-time bounds and partitions from the environment, nothing outside the partitions,
+the topics' written contracts, and a year of history imported without Kafka."""
+
+import datetime as dt
+import json
+import random
+from collections import Counter
+
+import dagster as dg
+import pyarrow as pa
+
+from assets.fraud import dimensions
+from assets.fraud.common import CHANGES_STREAM, EVENTS_STREAM
+from assets.fraud.decision import LOADED_RULES, partition_checks, rebuild_decision_dates
+from assets.fraud.names import (
+    BOUNDS,
+    BRONZE_CHANGES,
+    BRONZE_EVENTS,
+    DECISION_EVENTS,
+    QUARANTINE_EVENTS,
+    fraud_daily_partitions,
+)
+from assets.streaming import MESSAGE_SCHEMA
+from demo.fraud import Buyer, buyer_snapshot, checkout_event
+from resources import LakeResource, PseudonymizerResource
+
+NOW = dt.datetime.now(dt.UTC)
+TODAY = NOW.date().isoformat()
+KEY = "test-pseudonymization-key"
+
+
+def messages(docs: list[dict], topic: str = "t", received: dt.datetime = NOW) -> pa.Table:
+    """Kafka records of partition 0 carrying `docs`, received at `received`."""
+    n = len(docs)
+    return pa.table(
+        {
+            "topic": [topic] * n,
+            "partition": pa.array([0] * n, pa.int32()),
+            "offset": list(range(n)),
+            "kafka_timestamp": pa.array([received] * n, pa.timestamp("ms", tz="UTC")),
+            "key": pa.array([d.get("buyer_id", "").encode() for d in docs], pa.binary()),
+            "payload": pa.array([json.dumps(d).encode() for d in docs], pa.binary()),
+        },
+        schema=MESSAGE_SCHEMA,
+    )
+
+
+def reason_codes(reasons) -> Counter:
+    """Quarantine reasons without the contract's words: `missing_field:event_id`, `unknown_value:market=ZZ`."""
+    return Counter(r.split(" (", 1)[0] for r in reasons)
+
+
+def test_events_outside_every_partition_are_quarantined_never_dropped(tmp_path):
+    """A checkout before the first partition is filed under a date that is a partition and quarantined there
+    as `before_first_partition`; bronze rows already dated before the first partition (written before its
+    start was moved later) are taken in by the first partition's rebuild. Every bronze row is accounted for."""
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    rng = random.Random(4)
+    buyer = Buyer("B400001", "DE")
+    first = dt.datetime.fromisoformat(BOUNDS.partitions_start).replace(tzinfo=dt.UTC)
+    earliest = dt.datetime.fromisoformat(BOUNDS.earliest_event_date).replace(tzinfo=dt.UTC)
+    assert earliest < first  # the defaults: buyer records may predate the first partition
+    onboarded = buyer_snapshot(rng, buyer, earliest + dt.timedelta(days=1))
+    lake.append(BRONZE_CHANGES, CHANGES_STREAM.route(messages([onboarded], "changes")))
+    dg.materialize(
+        [dimensions.fraud_buyer_dimensions],
+        resources={"lake": lake, "pseudonymizer": PseudonymizerResource(key=KEY)},
+    )
+
+    before_partitions = checkout_event(rng, buyer, first - dt.timedelta(days=200))
+    before_earliest = checkout_event(rng, buyer, earliest - dt.timedelta(days=1))
+    on_first_day = checkout_event(rng, buyer, first + dt.timedelta(hours=10))
+    routed = EVENTS_STREAM.route(messages([before_partitions, before_earliest, on_first_day], "events"))
+    dates = [d.isoformat() for d in routed["event_date"].to_pylist()]
+    assert dates == [TODAY, TODAY, BOUNDS.partitions_start]
+    keys = set(fraud_daily_partitions.get_partition_keys())
+    assert set(dates) <= keys
+    lake.append(BRONZE_EVENTS, routed)
+    # Written by an earlier release (or under an earlier start): a bronze date that is no partition.
+    legacy_day = first - dt.timedelta(days=30)
+    legacy = checkout_event(rng, buyer, legacy_day)
+    legacy_rows = messages([legacy], "legacy", received=legacy_day).append_column(
+        "event_date", pa.array([legacy_day.date()], pa.date32())
+    )
+    lake.append(BRONZE_EVENTS, legacy_rows)
+    assert legacy_day.date().isoformat() not in keys
+
+    builds = rebuild_decision_dates(lake, LOADED_RULES, [TODAY, BOUNDS.partitions_start])
+    today, first_day = builds[TODAY], builds[BOUNDS.partitions_start]
+    assert reason_codes(today.quarantine["reason"].to_pylist()) == Counter(
+        ["before_first_partition", "invalid_value:occurred_at"]
+    )
+    assert reason_codes(first_day.quarantine["reason"].to_pylist()) == Counter(["before_first_partition"])
+    assert first_day.decision["event_id"].to_pylist() == [on_first_day["event_id"]]
+    for build in (today, first_day):
+        lost = next(c for c in partition_checks(build) if c.name == "nothing_lost_check")
+        assert lost.passed, lost.metadata
+    # Every bronze row is a decision or quarantined, in a date that is a partition.
+    assert sum(b.bronze_rows for b in builds.values()) == sum(lake.count_by_date(BRONZE_EVENTS).values()) == 4
+    held = {**lake.count_by_date(DECISION_EVENTS), **lake.count_by_date(QUARANTINE_EVENTS)}
+    assert set(held) <= keys
