@@ -43,6 +43,8 @@ export CLICKSTREAM_CONFIG=${CLICKSTREAM_CONFIG:-$root/assets/clickstream/clickst
 export FRAUD_PARTITIONS_START=${FRAUD_PARTITIONS_START:-2024-01-01}
 export FRAUD_EARLIEST_EVENT_DATE=${FRAUD_EARLIEST_EVENT_DATE:-}
 export FRAUD_MAX_CLOCK_SKEW=${FRAUD_MAX_CLOCK_SKEW:-5 minutes}
+# How many decision dates (today included) a buyer change re-enriches at most, from the change's own date on.
+export FRAUD_DIMENSION_LOOKBACK_DAYS=${FRAUD_DIMENSION_LOOKBACK_DAYS:-8}
 # Alerts (sensors/alerts.py): always appended to ALERT_LOG; also posted to ALERT_WEBHOOK_URL (a Slack
 # incoming webhook or any receiver of Slack-shaped JSON) when it is not empty. Links point at DAGSTER_UI_URL.
 export ALERT_LOG=${ALERT_LOG:-$root/data/alerts/alerts.jsonl}

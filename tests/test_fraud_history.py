@@ -3,7 +3,10 @@ the topics' written contracts, and a year of history imported without Kafka."""
 
 import datetime as dt
 import json
+import os
 import random
+import subprocess
+import sys
 from collections import Counter
 
 import dagster as dg
@@ -23,6 +26,7 @@ from assets.fraud.names import (
 from assets.streaming import MESSAGE_SCHEMA
 from demo.fraud import Buyer, buyer_snapshot, checkout_event
 from resources import LakeResource, PseudonymizerResource
+from tests.conftest import ROOT
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date().isoformat()
@@ -99,3 +103,28 @@ def test_events_outside_every_partition_are_quarantined_never_dropped(tmp_path):
     assert sum(b.bronze_rows for b in builds.values()) == sum(lake.count_by_date(BRONZE_EVENTS).values()) == 4
     held = {**lake.count_by_date(DECISION_EVENTS), **lake.count_by_date(QUARANTINE_EVENTS)}
     assert set(held) <= keys
+
+
+def test_bounds_partitions_and_look_back_are_settings(tmp_path):
+    """Read when the code location loads: a history's settings move the partitions back and widen the
+    look-back after a buyer change; a wrong value fails the load naming the setting."""
+    probe = (
+        "from assets.fraud.dimensions import affected_dates; from assets.fraud import names; import datetime as d; "
+        "print(names.BOUNDS.partitions_start, names.BOUNDS.earliest_event_date, names.BOUNDS.max_clock_skew, "
+        "names.fraud_daily_partitions.start.date(), names.fraud_daily_partitions.end_offset, "
+        "len(affected_dates(['2020-01-01'], d.date(2026, 1, 1))))"
+    )
+
+    def load(**env: str) -> subprocess.CompletedProcess:
+        clean = {k: v for k, v in os.environ.items() if not k.startswith("FRAUD_")}
+        return subprocess.run(
+            [sys.executable, "-c", probe], cwd=ROOT, env=clean | env, capture_output=True, text=True, timeout=120
+        )
+
+    assert load().stdout.split() == ["2024-01-01", "2020-01-01", "5", "minutes", "2024-01-01", "1", "8"]
+    history = load(
+        FRAUD_PARTITIONS_START="2017-01-01", FRAUD_MAX_CLOCK_SKEW="36 hours", FRAUD_DIMENSION_LOOKBACK_DAYS="400"
+    )
+    assert history.stdout.split() == ["2017-01-01", "2017-01-01", "36", "hours", "2017-01-01", "2", "400"]
+    broken = load(FRAUD_DIMENSION_LOOKBACK_DAYS="a week")
+    assert broken.returncode != 0 and "FRAUD_DIMENSION_LOOKBACK_DAYS='a week'" in broken.stderr

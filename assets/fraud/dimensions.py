@@ -10,7 +10,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.fraud.common import replace_table, sound_time_sql
-from assets.fraud.names import BRONZE_CHANGES, QUARANTINE_CHANGES, SCD1, SCD2
+from assets.fraud.names import BRONZE_CHANGES, DIMENSION_LOOKBACK_DAYS, QUARANTINE_CHANGES, SCD1, SCD2
 from assets.streaming import BRONZE_SCHEMA, TOUCHED_DATES
 from resources import LakeResource, PseudonymizerResource
 from resources.warehouse import engine
@@ -191,9 +191,10 @@ def build_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -
     )
 
 
-def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -> list[str]:
+def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = DIMENSION_LOOKBACK_DAYS) -> list[str]:
     """Decision dates a batch of changes can alter: from its earliest change date through today (a
-    change holds until the next one), capped so a very late change triggers a bounded rebuild."""
+    change holds until the next one), at most `max_days` of them (the look-back setting), so that a very
+    late change triggers a bounded rebuild."""
     if not bronze_dates:
         return []
     first = max(dt.date.fromisoformat(min(bronze_dates)), today - dt.timedelta(days=max_days - 1))

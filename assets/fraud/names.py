@@ -2,6 +2,8 @@
 `event_date`), its partitions and the bounds of a plausible event time. Sensors and tools import them
 from here, not from the assets."""
 
+import os
+
 import dagster as dg
 
 from assets.event_time import EventTimeBounds
@@ -40,3 +42,16 @@ BOUNDS = EventTimeBounds.from_env(
 
 # Through the last date an event's clock may reach (tomorrow, unless the accepted skew is over a day).
 fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date=BOUNDS.partitions_start, end_offset=BOUNDS.days_ahead)
+
+
+def _days(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: expected a whole number of days, at least 1")
+    return int(value)
+
+
+# How far back a buyer change re-enriches decisions: the dates from the change's own date through today, at
+# most this many (today included). A change older than that re-enriches the last ones only; backfill older
+# dates by hand. Read when the code location loads (FRAUD_DIMENSION_LOOKBACK_DAYS).
+DIMENSION_LOOKBACK_DAYS = _days("FRAUD_DIMENSION_LOOKBACK_DAYS", 8)
