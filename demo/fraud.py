@@ -28,13 +28,14 @@ MARKET_WEIGHTS = [0.4, 0.1, 0.15, 0.15, 0.1, 0.1]
 RATINGS = ["AAA", "AA", "A", "BBB", "BB", "B", "CCC"]
 APPROVAL = ["approved", "approved", "approved", "pending", "rejected"]
 PAYMENT_METHODS = ["invoice", "installments", "direct_debit"]
-# Irregular kinds and the quarantine reason each must get; duplicates and retries are not irregular
+# Irregular kinds and the quarantine reason each must get (without the contract's words that follow it, see
+# assets/fraud/contracts.py `reason_code`); duplicates and retries are not irregular
 # values: they must collapse into one decision row.
 IRREGULAR_REASONS = {
     "negative_amount": "invalid_value:order_amount",
     "absurd_amount": "invalid_value:order_amount",
-    "unknown_currency": "unknown_value:currency",
-    "unknown_market": "unknown_value:market",
+    "unknown_currency": "unknown_value:currency=XTS",
+    "unknown_market": "unknown_value:market=ZZ",
     "future_timestamp": "invalid_value:occurred_at",
     "missing_timestamp": "missing_field:occurred_at",
     "unknown_buyer": "unknown_buyer",

@@ -13,14 +13,18 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.fraud import dimensions
+from assets.fraud.bronze import bronze_fraud_buyer_changes, bronze_fraud_risk_events
 from assets.fraud.common import CHANGES_STREAM, EVENTS_STREAM
+from assets.fraud.contracts import BUYER_CHANGES, CHECKOUT_EVENTS, reason_code
 from assets.fraud.decision import LOADED_RULES, partition_checks, rebuild_decision_dates
 from assets.fraud.names import (
     BOUNDS,
     BRONZE_CHANGES,
     BRONZE_EVENTS,
     DECISION_EVENTS,
+    QUARANTINE_CHANGES,
     QUARANTINE_EVENTS,
+    SCD2,
     fraud_daily_partitions,
 )
 from assets.streaming import MESSAGE_SCHEMA
@@ -50,8 +54,7 @@ def messages(docs: list[dict], topic: str = "t", received: dt.datetime = NOW) ->
 
 
 def reason_codes(reasons) -> Counter:
-    """Quarantine reasons without the contract's words: `missing_field:event_id`, `unknown_value:market=ZZ`."""
-    return Counter(r.split(" (", 1)[0] for r in reasons)
+    return Counter(reason_code(r) for r in reasons)
 
 
 def test_events_outside_every_partition_are_quarantined_never_dropped(tmp_path):
@@ -128,3 +131,76 @@ def test_bounds_partitions_and_look_back_are_settings(tmp_path):
     assert history.stdout.split() == ["2017-01-01", "2017-01-01", "36", "hours", "2017-01-01", "2", "400"]
     broken = load(FRAUD_DIMENSION_LOOKBACK_DAYS="a week")
     assert broken.returncode != 0 and "FRAUD_DIMENSION_LOOKBACK_DAYS='a week'" in broken.stderr
+
+
+def test_messages_breaking_the_contract_are_quarantined_in_its_words(tmp_path):
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    rng = random.Random(6)
+    buyer = Buyer("B500001", "DE")
+    change = buyer_snapshot(rng, buyer, NOW - dt.timedelta(days=2))
+    broken_changes = {
+        "wrong_type:risk_score (contract: required integer >= 0 and <= 1000)": {"risk_score": "500"},
+        "unknown_value:risk_level=severe (contract: required string: one of low, medium, high)": {
+            "risk_level": "severe"
+        },
+        "missing_field:credit_rating (contract: required string)": {"credit_rating": None},
+        "invalid_value:total_cost (contract: required number >= 0)": {"total_cost": -1},
+        "invalid_value:changed_at (contract: required timestamp: ISO 8601, from FRAUD_EARLIEST_EVENT_DATE to "
+        "FRAUD_MAX_CLOCK_SKEW past its arrival)": {"changed_at": "yesterday"},
+        "wrong_type:email (contract: optional string)": {"email": 42},
+    }
+    docs = [change] + [change | {"change_id": f"c{i}"} | edit for i, edit in enumerate(broken_changes.values())]
+    lake.append(BRONZE_CHANGES, CHANGES_STREAM.route(messages(docs, "changes")))
+    dg.materialize(
+        [dimensions.fraud_buyer_dimensions],
+        resources={"lake": lake, "pseudonymizer": PseudonymizerResource(key=KEY)},
+    )
+    assert sorted(lake.scan(QUARANTINE_CHANGES)["reason"].to_pylist()) == sorted(broken_changes)
+    assert lake.scan(SCD2)["change_id"].to_pylist() == [change["change_id"]]
+
+    event = checkout_event(rng, buyer, NOW - dt.timedelta(hours=1))
+    amount_words = "required number > 0, within its market's min_amount..max_amount (markets.yaml)"
+    broken_events = {
+        f"wrong_type:order_amount (contract: {amount_words})": {"order_amount": "12.50"},
+        f"invalid_value:order_amount (contract: {amount_words})": {"order_amount": 0},
+        "wrong_type:payment_terms_days (contract: optional integer >= 0 and <= 365)": {"payment_terms_days": 30.5},
+        "invalid_value:line_items (contract: optional integer >= 1 and <= 100000)": {"line_items": 0},
+        "missing_field:merchant_id (contract: required string)": {"merchant_id": None},
+        "unknown_value:currency=USD (contract: required string: a currency of its market (markets.yaml))": {
+            "currency": "USD"
+        },
+        "unknown_buyer (contract: required string: a buyer with a change on fraud.buyer_changes at or before "
+        "`occurred_at`)": {"buyer_id": "B999999"},
+        "malformed_json (contract: one UTF-8 JSON object per message)": None,
+    }
+    # Without a UTC offset, a time is read as UTC.
+    local = event | {
+        "event_id": "no-offset",
+        "occurred_at": (NOW - dt.timedelta(hours=2)).replace(tzinfo=None).isoformat(),
+    }
+    docs = [event, local] + [
+        event | {"event_id": f"e{i}"} | (edit or {}) for i, edit in enumerate(broken_events.values())
+    ]
+    rows = EVENTS_STREAM.route(messages(docs, "events"))
+    malformed = len(docs) - 1
+    payloads = rows["payload"].to_pylist()
+    payloads[malformed] = payloads[malformed][:-9]
+    rows = rows.set_column(rows.schema.get_field_index("payload"), "payload", pa.array(payloads, pa.binary()))
+    lake.append(BRONZE_EVENTS, rows)
+    builds = rebuild_decision_dates(lake, LOADED_RULES, sorted({d.isoformat() for d in rows["event_date"].to_pylist()}))
+    quarantined = [r for b in builds.values() for r in b.quarantine["reason"].to_pylist()]
+    assert sorted(quarantined) == sorted(broken_events)
+    decided = {r["event_id"]: r["occurred_at"] for b in builds.values() for r in b.decision.to_pylist()}
+    assert decided == {
+        event["event_id"]: dt.datetime.fromisoformat(event["occurred_at"]),
+        "no-offset": dt.datetime.fromisoformat(local["occurred_at"]).replace(tzinfo=dt.UTC),
+    }
+
+
+def test_the_contracts_are_in_the_readme_and_the_raw_assets_descriptions():
+    readme = (ROOT / "README.md").read_text()
+    for contract, asset in ((CHECKOUT_EVENTS, bronze_fraud_risk_events), (BUYER_CHANGES, bronze_fraud_buyer_changes)):
+        assert contract.markdown() in readme
+        (description,) = asset.descriptions_by_key.values()
+        assert description.endswith(contract.markdown())
+        assert contract.topic in description.split("**Topic")[0]  # the docstring comes first

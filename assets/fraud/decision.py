@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 from pandera.typing import Series
 
 from assets.fraud.common import first_partition_sql, sound_time_sql
+from assets.fraud.contracts import CHECKOUT_EVENTS
 from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
 from assets.fraud.names import (
     BOUNDS,
@@ -55,50 +56,15 @@ from resources.warehouse import engine
 # Bumped by hand when the SQL below changes meaning; the rules file's hash is appended automatically.
 LOGIC_VERSION = "1"
 
+_EVENT = CHECKOUT_EVENTS
+# Every message checked against its contract (assets/fraud/contracts.py), then against the market rules.
 EVENTS_SQL = f"""
-WITH decoded AS (
-    SELECT *, try(decode(payload)) AS body FROM bronze
-), parsed AS (
-    SELECT *, CASE WHEN json_valid(body) THEN body::JSON END AS doc FROM decoded
-), typed AS (
-    SELECT topic, "partition", "offset", kafka_timestamp, payload, event_date,
-        CASE
-            WHEN payload IS NULL OR octet_length(payload) = 0 THEN 'empty_payload'
-            WHEN body IS NULL THEN 'invalid_utf8'
-            WHEN doc IS NULL THEN 'malformed_json'
-            WHEN json_type(doc) <> 'OBJECT' THEN 'not_a_json_object'
-        END AS structural_error,
-        doc ->> '$.event_id' AS event_id,
-        doc ->> '$.delivery_id' AS delivery_id,
-        doc ->> '$.occurred_at' AS occurred_at_text,
-        {sound_time_sql("doc ->> '$.occurred_at'")} AS occurred_at,
-        doc ->> '$.market' AS market,
-        doc ->> '$.buyer_id' AS buyer_id,
-        doc ->> '$.merchant_id' AS merchant_id,
-        doc ->> '$.order_id' AS order_id,
-        json_type(doc, '$.order_amount') AS amount_type,
-        try_cast(doc ->> '$.order_amount' AS DOUBLE) AS order_amount,
-        doc ->> '$.currency' AS currency,
-        doc ->> '$.payment_method' AS payment_method,
-        try_cast(doc ->> '$.payment_terms_days' AS INTEGER) AS payment_terms_days,
-        try_cast(doc ->> '$.line_items' AS INTEGER) AS line_items,
-        doc ->> '$.channel' AS channel
-    FROM parsed
-)
-SELECT t.* EXCLUDE (structural_error, occurred_at_text, amount_type), CASE
-    WHEN structural_error IS NOT NULL THEN structural_error
-    WHEN event_id IS NULL THEN 'missing_field:event_id'
-    WHEN occurred_at_text IS NULL THEN 'missing_field:occurred_at'
-    WHEN occurred_at IS NULL THEN 'invalid_value:occurred_at'
-    WHEN buyer_id IS NULL THEN 'missing_field:buyer_id'
-    WHEN merchant_id IS NULL THEN 'missing_field:merchant_id'
-    WHEN t.market IS NULL THEN 'missing_field:market'
-    WHEN amount_type IS NULL OR amount_type = 'NULL' THEN 'missing_field:order_amount'
-    WHEN amount_type NOT IN ('DOUBLE', 'BIGINT', 'UBIGINT') THEN 'wrong_type:order_amount'
-    WHEN t.currency IS NULL THEN 'missing_field:currency'
-    WHEN r.market IS NULL THEN 'unknown_value:market'
-    WHEN c.currency IS NULL THEN 'unknown_value:currency'
-    WHEN NOT order_amount BETWEEN r.min_amount AND r.max_amount THEN 'invalid_value:order_amount'
+WITH {_EVENT.checked_sql("bronze", sound_time_sql)}
+SELECT t.* EXCLUDE (contract_error), CASE
+    WHEN contract_error IS NOT NULL THEN contract_error
+    WHEN r.market IS NULL THEN {_EVENT.reason("unknown_value", "market", "t.market")}
+    WHEN c.currency IS NULL THEN {_EVENT.reason("unknown_value", "currency", "t.currency")}
+    WHEN NOT order_amount BETWEEN r.min_amount AND r.max_amount THEN {_EVENT.reason("invalid_value", "order_amount")}
     WHEN occurred_at < {first_partition_sql()} THEN 'before_first_partition'
 END AS reason
 FROM typed t
@@ -115,7 +81,8 @@ SILVER_COLUMNS = (
 # A retried or re-sent event is the same event id: its first delivery (of the date) is the event.
 SILVER_SQL = f"""
 SELECT {SILVER_COLUMNS} FROM checked WHERE reason IS NULL
-QUALIFY row_number() OVER (PARTITION BY event_date, event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+QUALIFY row_number() OVER (
+    PARTITION BY event_date, event_id ORDER BY kafka_timestamp, topic, "partition", "offset") = 1
 """
 
 _TS = pa_arrow.timestamp("us", tz="UTC")
@@ -202,11 +169,12 @@ LEFT JOIN market_rules r ON r.market = e.market
 """
 MARKET_RISK_LEVELS = pa_arrow.array(["low", "medium", "high"])
 
-QUARANTINE_SQL = """
+QUARANTINE_SQL = f"""
 SELECT topic, "partition", "offset", kafka_timestamp, payload, reason, event_date
 FROM checked WHERE reason IS NOT NULL
 UNION ALL
-SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload, 'unknown_buyer', c.event_date
+SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload,
+    {_EVENT.reason("unknown_buyer", quote="buyer_id")}, c.event_date
 FROM unknown_buyers u JOIN checked c USING (topic, "partition", "offset")
 ORDER BY "partition", "offset"
 """

@@ -10,6 +10,7 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.fraud.common import replace_table, sound_time_sql
+from assets.fraud.contracts import BUYER_CHANGES
 from assets.fraud.names import BRONZE_CHANGES, DIMENSION_LOOKBACK_DAYS, QUARANTINE_CHANGES, SCD1, SCD2
 from assets.streaming import BRONZE_SCHEMA, TOUCHED_DATES
 from resources import LakeResource, PseudonymizerResource
@@ -53,41 +54,10 @@ CHANGES_QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+# Every change checked against its contract (assets/fraud/contracts.py).
 CHANGES_SQL = f"""
-WITH decoded AS (
-    SELECT *, try(decode(payload)) AS body FROM bronze
-), parsed AS (
-    SELECT *, CASE WHEN json_valid(body) AND json_type(body::JSON) = 'OBJECT' THEN body::JSON END AS doc
-    FROM decoded
-), typed AS (
-    SELECT topic, "partition", "offset", kafka_timestamp, payload, event_date, doc IS NULL AS broken,
-        doc ->> '$.change_id' AS change_id,
-        doc ->> '$.buyer_id' AS buyer_id,
-        doc ->> '$.changed_at' AS changed_at_text,
-        {sound_time_sql("doc ->> '$.changed_at'")} AS changed_at,
-        doc ->> '$.credit_rating' AS credit_rating,
-        try_cast(doc ->> '$.total_cost' AS DOUBLE) AS total_cost,
-        try_cast(doc ->> '$.risk_score' AS INTEGER) AS risk_score,
-        doc ->> '$.risk_level' AS risk_level,
-        doc ->> '$.approval_status' AS approval_status,
-        doc ->> '$.name' AS name, doc ->> '$.email' AS email,
-        doc ->> '$.contact_person' AS contact_person, doc ->> '$.address' AS address
-    FROM parsed
-)
-SELECT * EXCLUDE (broken, changed_at_text), CASE
-    WHEN broken THEN 'malformed_json'
-    WHEN change_id IS NULL THEN 'missing_field:change_id'
-    WHEN buyer_id IS NULL THEN 'missing_field:buyer_id'
-    WHEN changed_at_text IS NULL THEN 'missing_field:changed_at'
-    WHEN changed_at IS NULL THEN 'invalid_value:changed_at'
-    WHEN credit_rating IS NULL THEN 'missing_field:credit_rating'
-    WHEN total_cost IS NULL OR total_cost < 0 THEN 'invalid_value:total_cost'
-    WHEN risk_score IS NULL OR risk_score NOT BETWEEN 0 AND 1000 THEN 'invalid_value:risk_score'
-    WHEN risk_level IS NULL OR risk_level NOT IN ('low', 'medium', 'high') THEN 'unknown_value:risk_level'
-    WHEN approval_status IS NULL OR approval_status NOT IN ('approved', 'pending', 'rejected')
-        THEN 'unknown_value:approval_status'
-END AS reason
-FROM typed
+WITH {BUYER_CHANGES.checked_sql("bronze", sound_time_sql)}
+SELECT * EXCLUDE (contract_error), contract_error AS reason FROM typed
 """
 
 # One change per change id (the first delivery); of several changes at the same instant, the one that
@@ -95,11 +65,11 @@ FROM typed
 INSTANTS_SQL = """
 WITH valid AS (
     SELECT * FROM changes WHERE reason IS NULL
-    QUALIFY row_number() OVER (PARTITION BY change_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+    QUALIFY row_number() OVER (PARTITION BY change_id ORDER BY kafka_timestamp, topic, "partition", "offset") = 1
 )
 SELECT * FROM valid
 QUALIFY row_number() OVER (
-    PARTITION BY buyer_id, changed_at ORDER BY kafka_timestamp DESC, "partition" DESC, "offset" DESC) = 1
+    PARTITION BY buyer_id, changed_at ORDER BY kafka_timestamp DESC, topic DESC, "partition" DESC, "offset" DESC) = 1
 """
 
 _ATTRS = ", ".join(SCD2_ATTRIBUTES)
