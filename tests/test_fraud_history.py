@@ -12,11 +12,12 @@ from collections import Counter
 import dagster as dg
 import pyarrow as pa
 
-from assets.fraud import dimensions
+from assets.archives import import_file
+from assets.fraud import dimensions, history
 from assets.fraud.bronze import bronze_fraud_buyer_changes, bronze_fraud_risk_events
 from assets.fraud.common import CHANGES_STREAM, EVENTS_STREAM
 from assets.fraud.contracts import BUYER_CHANGES, CHECKOUT_EVENTS, reason_code
-from assets.fraud.decision import LOADED_RULES, partition_checks, rebuild_decision_dates
+from assets.fraud.decision import LOADED_RULES, fraud_decision_partition, partition_checks, rebuild_decision_dates
 from assets.fraud.names import (
     BOUNDS,
     BRONZE_CHANGES,
@@ -25,12 +26,15 @@ from assets.fraud.names import (
     QUARANTINE_CHANGES,
     QUARANTINE_EVENTS,
     SCD2,
+    SILVER_EVENTS,
     fraud_daily_partitions,
 )
 from assets.streaming import MESSAGE_SCHEMA
-from demo.fraud import Buyer, buyer_snapshot, checkout_event
-from resources import LakeResource, PseudonymizerResource
+from demo.fraud import IRREGULAR_REASONS, Buyer, buyer_snapshot, checkout_event, make_buyers, write_history
+from demo.fraud import history as fraud_history
+from resources import KafkaResource, LakeResource, LandingResource, PseudonymizerResource, WarehouseResource
 from tests.conftest import ROOT
+from tests.test_fraud import BASE_ASSETS, TRACKED, brute_force_versions, query
 
 NOW = dt.datetime.now(dt.UTC)
 TODAY = NOW.date().isoformat()
@@ -204,3 +208,123 @@ def test_the_contracts_are_in_the_readme_and_the_raw_assets_descriptions():
         (description,) = asset.descriptions_by_key.values()
         assert description.endswith(contract.markdown())
         assert contract.topic in description.split("**Topic")[0]  # the docstring comes first
+
+
+def _run_import(instance, resources: dict) -> dg.ExecuteInProcessResult:
+    result = dg.materialize(
+        [history.fraud_history_import, *BASE_ASSETS, fraud_decision_partition],
+        selection=["fraud_history_import"],
+        run_config={"ops": {"fraud_history_import": {"config": {"folder": "archive"}}}},
+        resources=resources,
+        instance=instance,
+    )
+    assert result.success
+    return result
+
+
+def _import_materialization(result: dg.ExecuteInProcessResult) -> dg.AssetMaterialization:
+    (materialization,) = [
+        m
+        for m in result.asset_materializations_for_node("fraud_history_import")
+        if m.asset_key == dg.AssetKey("fraud_history_import")
+    ]
+    return materialization
+
+
+def test_a_year_of_history_is_imported_in_one_run_as_if_each_date_had_run(tmp_path):
+    """365 dates of checkouts (empty days among them) and buyers changing several times, landed as CSV and
+    NDJSON and imported in one run: every event in its own date's partition, every SCD2 version with its
+    own validity, the as-of enrichment right, nothing lost per date; importing again adds nothing."""
+    buyers = make_buyers(6, seed=21)
+    end = NOW.date() - dt.timedelta(days=1)
+    changes, events = fraud_history(buyers, end=end, days=365, seed=21)
+    landing = LandingResource(root=str(tmp_path / "landing"))
+    write_history(landing, "archive", changes, [e for e, _ in events])
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    resources = {
+        "lake": lake,
+        "landing": landing,
+        "warehouse": WarehouseResource(database=str(tmp_path / "warehouse.duckdb")),
+        "pseudonymizer": PseudonymizerResource(key=KEY),
+        "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1"),  # not used: no Kafka on this path
+    }
+    valid = {e["event_id"]: e for e, kind in events if kind == "valid"}
+    days_with_events = {e["occurred_at"][:10] for e in valid.values()}
+    assert len(days_with_events) > 250 and len(days_with_events) < 365 - 50  # empty days among them
+    assert all(sum(c["buyer_id"] == b.buyer_id for c in changes) >= 4 for b in buyers)  # several changes each
+
+    with dg.DagsterInstance.ephemeral() as instance:
+        result = _run_import(instance, resources)
+        imported = _import_materialization(result)
+        assert imported.metadata["dagster/row_count"].value == len(changes) + len(events)
+
+        # Every event in its own date's partition, exactly once.
+        decided = query(lake, DECISION_EVENTS, "SELECT event_id, event_date::VARCHAR, occurred_at FROM t")
+        assert {e for e, *_ in decided} == set(valid) and len(decided) == len(valid)
+        assert all(d == valid[e]["occurred_at"][:10] == o.date().isoformat() for e, d, o in decided)
+        irregular = Counter(IRREGULAR_REASONS[k] for _, k in events if k in IRREGULAR_REASONS)
+        assert reason_codes(r for (r,) in query(lake, QUARANTINE_EVENTS, "SELECT reason FROM t")) == irregular
+
+        # Every SCD2 version the history holds, each with its own validity; one current row per buyer.
+        rows = query(lake, SCD2, f"SELECT buyer_id, valid_from, {', '.join(TRACKED)} FROM t ORDER BY 1, 2")
+        versions: dict[str, list[tuple]] = {}
+        for buyer, valid_from, *attrs in rows:
+            versions.setdefault(buyer, []).append((valid_from, tuple(attrs)))
+        assert versions == brute_force_versions(changes)
+        assert all(len(v) >= 3 for v in versions.values())
+        assert query(
+            lake,
+            SCD2,
+            "SELECT count(*) FILTER (is_current), count(DISTINCT buyer_id), count(*) FILTER (valid_to <= valid_from), "
+            "count(*) FILTER (NOT is_current AND valid_to IS DISTINCT FROM next_from) FROM "
+            "(SELECT *, lead(valid_from) OVER (PARTITION BY buyer_id ORDER BY valid_from) AS next_from FROM t)",
+        ) == [(len(buyers), len(buyers), 0, 0)]
+
+        # As of each event's time: the version valid then.
+        enriched = query(lake, DECISION_EVENTS, f"SELECT buyer_id, occurred_at, {', '.join(TRACKED)} FROM t")
+        for buyer, occurred_at, *attrs in enriched:
+            assert tuple(attrs) == [v for v in versions[buyer] if v[0] <= occurred_at][-1][1], (buyer, occurred_at)
+
+        # Nothing lost, per date: one passing evaluation for each date the history reached.
+        key = dg.AssetCheckKey(dg.AssetKey("quarantine_fraud_risk_events"), "nothing_lost_check")
+        history_records = instance.event_log_storage.get_asset_check_execution_history(key, limit=1000)
+        evaluations = {r.partition: r.evaluation.passed for r in history_records if r.evaluation}
+        dates = {d for _, d, _ in decided} | set(lake.count_by_date(QUARANTINE_EVENTS))
+        assert evaluations == dict.fromkeys(dates, True)
+
+        # Importing again adds nothing and rebuilds nothing.
+        before = {t: lake.version(t) for t in (BRONZE_CHANGES, BRONZE_EVENTS, SILVER_EVENTS, DECISION_EVENTS, SCD2)}
+        again = _import_materialization(_run_import(instance, resources))
+        assert again.metadata["dagster/row_count"].value == 0 and again.metadata["dates"].value == 0
+        assert {t: lake.version(t) for t in before} == before
+
+
+def test_an_import_that_stopped_after_bronze_is_finished_by_the_next_one(tmp_path):
+    buyers = make_buyers(2, seed=22)
+    changes, events = fraud_history(buyers, end=NOW.date() - dt.timedelta(days=1), days=20, seed=22)
+    landing = LandingResource(root=str(tmp_path / "landing"))
+    keys = write_history(landing, "archive", changes, [e for e, _ in events])
+    lake = LakeResource(root=str(tmp_path / "lake"))
+    # The first run got every file into bronze, then died before the dimensions.
+    now_ms = int(NOW.timestamp() * 1000)
+    for key in keys:
+        changes_file = "/buyer_changes/" in key
+        stream, contract = (CHANGES_STREAM, BUYER_CHANGES) if changes_file else (EVENTS_STREAM, CHECKOUT_EVENTS)
+        import_file(
+            lake, stream.bronze_table, key, landing.read(key), history.message_sql(contract), stream.route, now_ms
+        )
+    assert lake.table(SCD2) is None and lake.table(SILVER_EVENTS) is None
+    resources = {
+        "lake": lake,
+        "landing": landing,
+        "warehouse": WarehouseResource(database=str(tmp_path / "warehouse.duckdb")),
+        "pseudonymizer": PseudonymizerResource(key=KEY),
+        "kafka": KafkaResource(bootstrap_servers="127.0.0.1:1"),
+    }
+    with dg.DagsterInstance.ephemeral() as instance:
+        finished = _import_materialization(_run_import(instance, resources))
+        assert finished.metadata["dagster/row_count"].value == 0 and finished.metadata["dates"].value > 0
+        valid = {e["event_id"] for e, kind in events if kind == "valid"}
+        assert {r for (r,) in query(lake, DECISION_EVENTS, "SELECT event_id FROM t")} == valid
+        assert query(lake, SCD2, "SELECT count(DISTINCT buyer_id) FROM t") == [(2,)]
+        assert _import_materialization(_run_import(instance, resources)).metadata["dates"].value == 0  # settled

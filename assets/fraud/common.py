@@ -76,9 +76,12 @@ CHANGES_STREAM = Stream(
 )
 
 
-def replace_table(lake: LakeResource, name: str, rows: pa.Table, version: int | None = None) -> None:
-    """Make lake table `name` hold exactly `rows`, in one commit (every date partition it held is replaced).
-    For the tables that are rebuilt whole (the dimensions, the serving table)."""
+def replace_table(
+    lake: LakeResource, name: str, rows: pa.Table, version: int | None = None, tokens: dict[str, int] | None = None
+) -> None:
+    """Make lake table `name` hold exactly `rows`, in one commit (every date partition it held is replaced),
+    with `tokens` in the same commit. For the tables that are rebuilt whole (the dimensions, the serving
+    table)."""
     held = set(lake.count_by_date(name))
     new = {d.isoformat() for d in pc.unique(rows["event_date"]).to_pylist() if d is not None}
-    lake.replace_dates(name, rows, sorted(held | new), version=version)
+    lake.replace_dates(name, rows, sorted(held | new), version=version, tokens=tokens)

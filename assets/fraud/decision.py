@@ -48,7 +48,7 @@ from assets.quality import (
     quality_check_specs,
     quarantine_rate,
 )
-from assets.streaming import BRONZE_SCHEMA, bronze_date
+from assets.streaming import BRONZE_SCHEMA, bronze_dates
 from resources import LakeResource
 from resources.lake import CommitFailedError
 from resources.warehouse import engine
@@ -351,26 +351,28 @@ def count_by_date(table: pa_arrow.Table) -> dict[str, int]:
 
 
 def rebuild_decision_dates(
-    lake: LakeResource, rules: MarketRules, event_dates: list[str], log=None
+    lake: LakeResource, rules: MarketRules, event_dates: list[str], log=None, together: int = 1
 ) -> dict[str, DecisionBuild]:
     """Rebuild silver, quarantine and decisions of `event_dates` from bronze and the current dimensions,
-    replacing exactly those dates (one commit per table and date), and compact their bronze files.
+    replacing exactly those dates (one commit per table for each `together` dates: a date run takes one,
+    a history import many), and compact their bronze files.
 
     The live run may append to a date while it is rebuilt here: each replace is computed from the table
-    version read at the start and fails if a batch landed in the date since (the rebuild then starts
+    version read at the start and fails if a batch landed in the dates since (the rebuild then starts
     over); it records the date tokens of everything it read from bronze, so a batch it covered is not
     appended again afterwards. A rebuild during which the dimensions changed starts over too, so that a
     result from older dimensions does not land over one from newer."""
     builds = {}
-    for event_date in event_dates:
+    for dates in [event_dates[i : i + together] for i in range(0, len(event_dates), max(together, 1))]:
+        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
         while True:
             versions = {t: lake.version(t) for t in (QUARANTINE_EVENTS, DECISION_EVENTS, SILVER_EVENTS)}
-            bronze, tokens = bronze_of_date(lake, event_date)
+            bronze, tokens = bronze_of_dates(lake, dates)
             dimensions = load_dimensions(lake)
             build = build_decisions(bronze, rules, dimensions)
             if dimension_versions(lake) != dimensions.table_versions:
                 if log:
-                    log.info(f"{event_date}: the buyer dimensions changed during the rebuild; rebuilding")
+                    log.info(f"{span}: the buyer dimensions changed during the rebuild; rebuilding")
                 continue
             try:
                 for table, rows in (
@@ -378,38 +380,38 @@ def rebuild_decision_dates(
                     (DECISION_EVENTS, build.decision),
                     (SILVER_EVENTS, build.silver),
                 ):
-                    lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
+                    lake.replace_dates(table, rows, dates, tokens=tokens, version=versions[table])
             except CommitFailedError as conflict:
                 if log:
-                    log.info(f"{event_date}: a live batch landed during the rebuild; rebuilding ({conflict})")
+                    log.info(f"{span}: a live batch landed during the rebuild; rebuilding ({conflict})")
                 continue
             break
-        lake.compact(BRONZE_EVENTS, [event_date])
-        builds[event_date] = build
+        lake.compact(BRONZE_EVENTS, dates)
         if log:
             log.info(
-                f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
+                f"{span}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
                 f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
             )
+        for event_date in dates:
+            builds[event_date] = build.for_date(event_date)
     return builds
 
 
-def bronze_of_date(lake: LakeResource, event_date: str) -> tuple[pa_arrow.Table, dict[str, int]]:
-    """The date's bronze events and the date tokens a rebuild from them covers (`bronze_date`). The first
+def bronze_of_dates(lake: LakeResource, event_dates: list[str]) -> tuple[pa_arrow.Table, dict[str, int]]:
+    """The dates' bronze events and the date tokens a rebuild from them covers (`bronze_dates`). The first
     partition also takes in whatever bronze holds before it (written before its start was moved later,
     or before events were routed into the partitions): re-dated to it and quarantined there as
     `before_first_partition`, so that nothing in bronze is outside every partition."""
-    rows, tokens = bronze_date(lake, BRONZE_EVENTS, event_date)
-    if event_date != BOUNDS.partitions_start:
-        return rows, tokens
-    earlier = sorted(d for d in lake.count_by_date(BRONZE_EVENTS) if d < event_date)
+    rows, tokens = bronze_dates(lake, BRONZE_EVENTS, event_dates)
+    first = BOUNDS.partitions_start
+    earlier = sorted(d for d in lake.count_by_date(BRONZE_EVENTS) if d < first) if first in event_dates else []
     if not earlier:
         return rows, tokens
     before = lake.scan(BRONZE_EVENTS, earlier).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
     before = before.set_column(
         before.schema.get_field_index("event_date"),
         "event_date",
-        pa_arrow.array([dt.date.fromisoformat(event_date)] * before.num_rows, pa_arrow.date32()),
+        pa_arrow.array([dt.date.fromisoformat(first)] * before.num_rows, pa_arrow.date32()),
     )
     return pa_arrow.concat_tables([rows, before]).sort_by([("partition", "ascending"), ("offset", "ascending")]), tokens
 
@@ -445,11 +447,16 @@ def partition_metadata(build: DecisionBuild) -> dict[str, dict]:
     }
 
 
-def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int] | None = None) -> list[CheckOutcome]:
+def partition_checks(
+    build: DecisionBuild,
+    quarantine_rate_over: tuple[int, int] | None = None,
+    schema: tuple[bool, dict] | None = None,
+) -> list[CheckOutcome]:
     """The date's checks on a rebuilt date, or on what a live batch added to it (its accounting: every
     message of the batch is a decision, a duplicate or quarantined). `quarantine_rate_over`: (quarantined,
-    messages) to rate instead of the build's own (a live run's running counts of the date)."""
-    passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas(), PERSONAL_FIELDS)
+    messages) to rate instead of the build's own (a live run's running counts of the date); `schema`: the
+    schema check's outcome when it was found already (many dates validated at once)."""
+    passed, schema_metadata = schema or validate_decisions(build.decision)
     quarantined, messages = quarantine_rate_over or (build.quarantine.num_rows, build.bronze_rows)
     lost_passed, lost_metadata = nothing_lost(
         build.bronze_rows,
@@ -470,6 +477,11 @@ def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int]
             severity=dg.AssetCheckSeverity.WARN,
         ),
     ]
+
+
+def validate_decisions(decision: pa_arrow.Table) -> tuple[bool, dict]:
+    """Pandera's DecisionEvent over decision rows: (passed, the check's metadata)."""
+    return validate_schema(DecisionEvent, decision.to_pandas(), PERSONAL_FIELDS)
 
 
 def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.AssetsDefinition:

@@ -220,50 +220,61 @@ def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = DIME
 )
 def fraud_buyer_dimensions(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
     """Rebuild both buyer dimensions (and the change quarantine) from bronze."""
-    build = build_dimensions(lake, pseudonymizer)
-    # SCD1 before SCD2: a decision rebuild that reads the new SCD2 version finds the SCD1 of the same change.
-    for table, rows in ((QUARANTINE_CHANGES, build.quarantine), (SCD1, build.scd1), (SCD2, build.scd2)):
-        replace_table(lake, table, rows)
+    build = write_dimensions(lake, pseudonymizer)
     bronze = context.instance.get_latest_materialization_event(dg.AssetKey("bronze_fraud_buyer_changes"))
     entry = (
         bronze.asset_materialization.metadata.get(TOUCHED_DATES) if bronze and bronze.asset_materialization else None
     )
     dates = affected_dates(list(entry.value) if entry else [], dt.datetime.now(dt.UTC).date())  # type: ignore[union-attr]
+    metadata = dimension_metadata(build)
+    # Read by fraud_dimension_dates_sensor: the decision dates these changes may alter.
     yield dg.MaterializeResult(
         asset_key="fraud_buyer_scd2",
-        metadata={
+        metadata=metadata["fraud_buyer_scd2"] | {TOUCHED_DATES: dg.MetadataValue.json(dates)},
+    )
+    yield dg.MaterializeResult(asset_key="fraud_buyer_scd1", metadata=metadata["fraud_buyer_scd1"])
+    for name, passed, check_metadata in dimension_checks(build):
+        yield dg.AssetCheckResult(check_name=name, asset_key="fraud_buyer_scd2", passed=passed, metadata=check_metadata)
+
+
+def write_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -> DimensionBuild:
+    """Both buyer dimensions and the change quarantine rebuilt from every bronze change, each replaced whole."""
+    build = build_dimensions(lake, pseudonymizer)
+    # SCD1 before SCD2: a decision rebuild that reads the new SCD2 version finds the SCD1 of the same change.
+    for table, rows in ((QUARANTINE_CHANGES, build.quarantine), (SCD1, build.scd1), (SCD2, build.scd2)):
+        replace_table(lake, table, rows)
+    return build
+
+
+def dimension_metadata(build: DimensionBuild) -> dict[str, dict]:
+    """The materialization metadata of each dimension."""
+    return {
+        "fraud_buyer_scd2": {
             "dagster/row_count": build.scd2.num_rows,
             "buyers": build.scd1.num_rows,
             "quarantined_changes": build.quarantine.num_rows,
             "duplicate_changes": build.duplicates,
-            # Read by fraud_dimension_dates_sensor: the decision dates these changes may alter.
-            TOUCHED_DATES: dg.MetadataValue.json(dates),
         },
-    )
-    yield dg.MaterializeResult(asset_key="fraud_buyer_scd1", metadata={"dagster/row_count": build.scd1.num_rows})
-    yield dg.AssetCheckResult(
-        check_name="scd2_one_current_row_check",
-        asset_key="fraud_buyer_scd2",
-        passed=build.invariants["keys_without_exactly_one_current"] == 0,
-        metadata=build.invariants,
-    )
-    yield dg.AssetCheckResult(
-        check_name="scd2_no_overlap_check",
-        asset_key="fraud_buyer_scd2",
-        passed=build.invariants["overlapping_or_gapped"] == 0,
-        metadata=build.invariants,
-    )
+        "fraud_buyer_scd1": {"dagster/row_count": build.scd1.num_rows},
+    }
+
+
+def dimension_checks(build: DimensionBuild) -> list[tuple[str, bool, dict]]:
+    """The SCD2 dimension's checks (name, passed, metadata), as declared on fraud_buyer_dimensions."""
     scd2_buyers = len(set(build.scd2["buyer_id"].to_pylist()))
-    yield dg.AssetCheckResult(
-        check_name="every_buyer_kept_check",
-        asset_key="fraud_buyer_scd2",
-        passed=scd2_buyers == build.scd1.num_rows == build.buyers_with_changes,
-        metadata={
-            "buyers_with_changes": build.buyers_with_changes,
-            "scd2_buyers": scd2_buyers,
-            "scd1_buyers": build.scd1.num_rows,
-            "bronze_rows": build.bronze_rows,
-            "duplicates": build.duplicates,
-            "quarantined": build.quarantine.num_rows,
-        },
-    )
+    return [
+        ("scd2_one_current_row_check", build.invariants["keys_without_exactly_one_current"] == 0, build.invariants),
+        ("scd2_no_overlap_check", build.invariants["overlapping_or_gapped"] == 0, build.invariants),
+        (
+            "every_buyer_kept_check",
+            scd2_buyers == build.scd1.num_rows == build.buyers_with_changes,
+            {
+                "buyers_with_changes": build.buyers_with_changes,
+                "scd2_buyers": scd2_buyers,
+                "scd1_buyers": build.scd1.num_rows,
+                "bronze_rows": build.bronze_rows,
+                "duplicates": build.duplicates,
+                "quarantined": build.quarantine.num_rows,
+            },
+        ),
+    ]
