@@ -25,19 +25,27 @@ def reported_materialization(
     *,
     partition: str | None = None,
     metadata: dict | None = None,
+    latest: dict | None = None,
 ) -> dg.AssetMaterialization:
     """A materialization of `asset_key` (`partition`), defined by `definition`, made by this step: tagged
     with the asset's code version (the run id when it has none, as Dagster does) and its inputs' current
     data versions (the same partition of an input partitioned with it, the latest of any other). Build it
-    right before yielding it, after the materializations of its inputs were yielded."""
+    right before yielding it, after the materializations of its inputs were yielded. `latest`: a dict the
+    caller keeps while it reports many partitions, in which the latest record of each input that is not
+    partitioned with the asset is looked up once (those do not change while it reports)."""
     key = dg.AssetKey(asset_key)
     code_version = definition.code_versions_by_key.get(key) or context.run.run_id
     tags, inputs = {CODE_VERSION_TAG: code_version}, {}
     for parent in sorted(definition.asset_deps[key]):
         same_partitions = partition is not None and parent in definition.keys and definition.partitions_def
-        record = context.instance.get_latest_data_version_record(
-            parent, is_source=False, partition_key=partition if same_partitions else None
-        )
+        if not same_partitions and latest is not None and parent in latest:
+            record = latest[parent]
+        else:
+            record = context.instance.get_latest_data_version_record(
+                parent, is_source=False, partition_key=partition if same_partitions else None
+            )
+            if not same_partitions and latest is not None:
+                latest[parent] = record
         version = (extract_data_version_from_entry(record.event_log_entry) if record else None) or DEFAULT_DATA_VERSION
         inputs[parent] = version
         tags[get_input_data_version_tag(parent)] = version.value

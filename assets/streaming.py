@@ -285,23 +285,25 @@ def date_token(topic: str, partition: int, event_date: str) -> str:
     return f"{topic}/{partition}@{event_date}"
 
 
-def bronze_date(lake: LakeResource, bronze_table: str, event_date: str) -> tuple[pa.Table, dict[str, int]]:
-    """A date's bronze rows (offsets ascending per Kafka partition) and the date tokens a rebuild from
-    them covers, both from one version of the table: per Kafka partition, the last offset bronze held.
-    Batches land in bronze whole, so every row of the date up to it was read, even when the partition's
-    last batch ended with rows of another date."""
+def bronze_dates(lake: LakeResource, bronze_table: str, event_dates: list[str]) -> tuple[pa.Table, dict[str, int]]:
+    """The dates' bronze rows (offsets ascending per Kafka partition) and the date tokens a rebuild from
+    them covers, both from one version of the table: per Kafka partition and date, the last offset bronze
+    held. Batches land in bronze whole, so every row of the date up to it was read, even when the
+    partition's last batch ended with rows of another date. One scan for all the dates: a scan costs
+    O(the table's files), so many dates rebuilt together read the table once."""
     version = lake.version(bronze_table)
     if version is None:
         return BRONZE_SCHEMA.empty_table(), {}
-    rows = lake.scan(bronze_table, [event_date], version=version).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    rows = lake.scan(bronze_table, event_dates, version=version).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
     rows = rows.sort_by([("partition", "ascending"), ("offset", "ascending")])
-    pairs = [(r["topic"], r["partition"]) for r in rows.group_by(["topic", "partition"]).aggregate([]).to_pylist()]
+    groups = rows.group_by(["topic", "partition", "event_date"]).aggregate([]).to_pylist()
+    pairs = sorted({(g["topic"], g["partition"]) for g in groups})
     held = lake.tokens(bronze_table, [f"{t}/{p}" for t, p in pairs], version=version)
     tokens = {}
-    for topic, partition in pairs:
-        last = held[f"{topic}/{partition}"]
+    for g in groups:
+        last = held[f"{g['topic']}/{g['partition']}"]
         if last is not None:
-            tokens[date_token(topic, partition, event_date)] = last
+            tokens[date_token(g["topic"], g["partition"], g["event_date"].isoformat())] = last
     return rows, tokens
 
 

@@ -211,7 +211,7 @@ def partition_build(events: int, batch_events: int = 5000, batches: int = 5) -> 
         from resources import PseudonymizerResource
 
         changes = _bronze(generate_changes(buyers, start=day - dt.timedelta(days=2), span=dt.timedelta(hours=20)))
-        lake.append(BRONZE_CHANGES, partition_dates_by("changed_at")(changes))
+        lake.append(BRONZE_CHANGES, partition_dates_by("changed_at", partitioned=False)(changes))
         dims = build_dimensions(lake, PseudonymizerResource(key="bench"))
         for table, built in ((SCD1, dims.scd1), (SCD2, dims.scd2)):
             replace_table(lake, table, built)

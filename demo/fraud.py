@@ -2,6 +2,7 @@
 traffic has.
 
     python -m demo.fraud --events 20000 --buyers 2000 [--bootstrap 127.0.0.1:9092] [--rate 0]
+    python -m demo.fraud --history-days 365 --buyers 50 --landing-root data/input   # files for fraud_import_job
 
 Buyers (companies) are onboarded before the window and then change over time: credit rating, total
 cost, risk score, risk level and approval status (history kept, SCD type 2) and name, email, contact
@@ -28,13 +29,14 @@ MARKET_WEIGHTS = [0.4, 0.1, 0.15, 0.15, 0.1, 0.1]
 RATINGS = ["AAA", "AA", "A", "BBB", "BB", "B", "CCC"]
 APPROVAL = ["approved", "approved", "approved", "pending", "rejected"]
 PAYMENT_METHODS = ["invoice", "installments", "direct_debit"]
-# Irregular kinds and the quarantine reason each must get; duplicates and retries are not irregular
+# Irregular kinds and the quarantine reason each must get (without the contract's words that follow it, see
+# assets/fraud/contracts.py `reason_code`); duplicates and retries are not irregular
 # values: they must collapse into one decision row.
 IRREGULAR_REASONS = {
     "negative_amount": "invalid_value:order_amount",
     "absurd_amount": "invalid_value:order_amount",
-    "unknown_currency": "unknown_value:currency",
-    "unknown_market": "unknown_value:market",
+    "unknown_currency": "unknown_value:currency=XTS",
+    "unknown_market": "unknown_value:market=ZZ",
     "future_timestamp": "invalid_value:occurred_at",
     "missing_timestamp": "missing_field:occurred_at",
     "unknown_buyer": "unknown_buyer",
@@ -195,6 +197,64 @@ def generate_events(
             yield buyer.buyer_id.encode(), json.dumps(doc, separators=(",", ":")).encode(), "valid"
 
 
+def history(
+    buyers: list[Buyer], *, end: dt.date, days: int = 365, seed: int = 8, changes_per_buyer: int = 6
+) -> tuple[list[dict], list[tuple[dict, str]]]:
+    """A history of `days` dates ending with `end`, as a team would export it: every buyer onboarded the day
+    before, then changing three to `changes_per_buyer` times (risk and contact changes, buyer by buyer); and
+    one to four checkouts a day, with empty days among them (every seventh day and a fortnight in spring),
+    some sent twice and some irregular. Returns the changes and the checkouts with their kind (as
+    `generate_events` names them)."""
+    rng = random.Random(seed)
+    first = dt.datetime.combine(end - dt.timedelta(days=days - 1), dt.time(), dt.UTC)
+    span = dt.timedelta(days=days)
+    changes = []
+    for buyer in buyers:
+        changes.append(buyer_snapshot(rng, buyer, first - dt.timedelta(days=1, seconds=rng.randint(0, 86_000))))
+        for at in sorted(first + span * rng.random() for _ in range(rng.randint(3, changes_per_buyer))):
+            changes.append(buyer_snapshot(rng, buyer, at, rng.choice(["risk", "risk", "contact"])))
+    events: list[tuple[dict, str]] = []
+    for day in range(days):
+        if day % 7 == 3 or 90 <= day < 104:
+            continue
+        for _ in range(rng.randint(1, 4)):
+            at = first + dt.timedelta(days=day, seconds=rng.randrange(0, 86_400))
+            doc = checkout_event(rng, rng.choice(buyers), at)
+            roll = rng.random()
+            if roll < 0.03:
+                kind = rng.choice(["negative_amount", "unknown_currency", "unknown_market", "missing_timestamp"])
+                events.append((json.loads(irregular_event(rng, kind, doc, at)), kind))
+                continue
+            events.append((doc, "valid"))
+            if roll > 0.97:
+                events.append((dict(doc), "duplicate"))
+    return changes, events
+
+
+def write_history(landing, folder: str, changes: list[dict], events: list[dict]) -> list[str]:
+    """Land a history for `fraud_import_job` through `landing` (a LandingResource): the changes as a CSV
+    export, the checkouts half as NDJSON, half as CSV. Returns the keys written."""
+    import csv
+    import io
+
+    def as_csv(docs: list[dict]) -> bytes:
+        text = io.StringIO()
+        writer = csv.DictWriter(text, fieldnames=sorted({k for d in docs for k in d}))
+        writer.writeheader()
+        writer.writerows(docs)
+        return text.getvalue().encode()
+
+    half = len(events) // 2
+    files = {
+        f"{folder}/buyer_changes/crm_export.csv": as_csv(changes),
+        f"{folder}/checkout_events/part-1.ndjson": b"".join(json.dumps(e).encode() + b"\n" for e in events[:half]),
+        f"{folder}/checkout_events/part-2.csv": as_csv(events[half:]),
+    }
+    for key, data in files.items():
+        landing.put(data, key)
+    return list(files)
+
+
 def produce(kafka, topic: str, messages, rate: float = 0, partitions: int = 3) -> int:
     """Send (key, value, ...) messages to the logical `topic` of `kafka` (a KafkaResource); `rate` caps
     messages per second (0: as fast as possible)."""
@@ -211,7 +271,17 @@ def main() -> None:
     parser.add_argument("--bootstrap", default="127.0.0.1:9092")
     parser.add_argument("--rate", type=float, default=0, help="events per second (0: unthrottled)")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--history-days", type=int, default=0, help="write a history of this many days instead")
+    parser.add_argument("--landing-root", default="data/input", help="where --history-days writes (LANDING_ROOT)")
     args = parser.parse_args()
+    if args.history_days:
+        from resources import LandingResource
+
+        end = dt.datetime.now(dt.UTC).date() - dt.timedelta(days=1)
+        changes, events = history(make_buyers(args.buyers, seed=args.seed), end=end, days=args.history_days)
+        keys = write_history(LandingResource(root=args.landing_root), "fraud", changes, [e for e, _ in events])
+        print(f"{len(changes)} buyer changes and {len(events)} checkouts in {args.landing_root}: {', '.join(keys)}")
+        return
     kafka = KafkaResource(bootstrap_servers=args.bootstrap)
     span = dt.timedelta(hours=args.hours)
     start = dt.datetime.now(dt.UTC) - span

@@ -15,6 +15,7 @@ from assets.clickstream import silver as clickstream_silver
 from assets.fraud import bronze as fraud_bronze
 from assets.fraud import decision as fraud_decision
 from assets.fraud import dimensions as fraud_dimensions
+from assets.fraud import history as fraud_history
 from assets.fraud import serving as fraud_serving
 from assets.loans import cleaned as loans_cleaned
 from assets.loans import features as loans_features
@@ -46,7 +47,7 @@ from sensors.warehouse import commerce_raw_job, commerce_raw_schedule, commerce_
 
 ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold, clickstream_history]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
-ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving]
+ASSET_MODULES += [fraud_bronze, fraud_dimensions, fraud_decision, fraud_serving, fraud_history]
 ASSET_MODULES += [warehouse_raw, warehouse_staging, warehouse_dbt]
 ASSET_MODULES += [clickstream_freshness]
 

@@ -37,6 +37,14 @@ export CLICKSTREAM_PARTITIONS_START=${CLICKSTREAM_PARTITIONS_START:-2023-01-01}
 export CLICKSTREAM_EARLIEST_EVENT_DATE=${CLICKSTREAM_EARLIEST_EVENT_DATE:-}
 export CLICKSTREAM_MAX_CLOCK_SKEW=${CLICKSTREAM_MAX_CLOCK_SKEW:-1 hour}
 export CLICKSTREAM_CONFIG=${CLICKSTREAM_CONFIG:-$root/assets/clickstream/clickstream.yaml}
+# Fraud event-time bounds (assets/fraud/names.py), the same three: the first date partition of the decision data,
+# the earliest accepted checkout or buyer-change time (empty: 2020-01-01, or the first partition if earlier) and
+# how far a message's own time may run ahead of the broker's.
+export FRAUD_PARTITIONS_START=${FRAUD_PARTITIONS_START:-2024-01-01}
+export FRAUD_EARLIEST_EVENT_DATE=${FRAUD_EARLIEST_EVENT_DATE:-}
+export FRAUD_MAX_CLOCK_SKEW=${FRAUD_MAX_CLOCK_SKEW:-5 minutes}
+# How many decision dates (today included) a buyer change re-enriches at most, from the change's own date on.
+export FRAUD_DIMENSION_LOOKBACK_DAYS=${FRAUD_DIMENSION_LOOKBACK_DAYS:-8}
 # Alerts (sensors/alerts.py): always appended to ALERT_LOG; also posted to ALERT_WEBHOOK_URL (a Slack
 # incoming webhook or any receiver of Slack-shaped JSON) when it is not empty. Links point at DAGSTER_UI_URL.
 export ALERT_LOG=${ALERT_LOG:-$root/data/alerts/alerts.jsonl}

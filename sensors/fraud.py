@@ -33,6 +33,15 @@ fraud_daily_job = dg.define_asset_job(
     tags=BATCH_TAGS,
 )
 
+fraud_import_job = dg.define_asset_job(
+    "fraud_import_job",
+    selection=dg.AssetSelection.assets("fraud_history_import"),
+    description="Import a fraud history (buyer-change and checkout-event files, NDJSON or CSV) from the landing "
+    "folder into bronze, exactly once per file; rebuild the buyer dimensions with every version it holds and "
+    "every decision date it reaches, with their checks: a range of dates is one run.",
+    tags=BATCH_TAGS,
+)
+
 fraud_events_kafka_sensor = kafka_ingest_sensor(
     name="fraud_events_kafka_sensor",
     topic=EVENTS_TOPIC,
@@ -60,5 +69,5 @@ fraud_dimension_dates_sensor = bronze_partitions_sensor(
     partitions_def=fraud_daily_partitions,
 )
 
-FRAUD_JOBS = [fraud_live_job, fraud_dimensions_job, fraud_daily_job]
+FRAUD_JOBS = [fraud_live_job, fraud_dimensions_job, fraud_daily_job, fraud_import_job]
 FRAUD_SENSORS = [fraud_events_kafka_sensor, fraud_changes_kafka_sensor, fraud_dimension_dates_sensor]

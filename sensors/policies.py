@@ -47,6 +47,9 @@ FRESHNESS_BY_ASSET: dict[str, dg.FreshnessPolicy | None] = {
     "bronze_fraud_buyer_changes": DIMENSIONS,
     # One historical file (2007) lands once: no cadence to hold it to.
     "raw_loan_application_files": None,
+    # History imports run when a team brings an archive: no cadence either.
+    "clickstream_history_import": None,
+    "fraud_history_import": None,
 }
 
 

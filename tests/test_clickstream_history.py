@@ -44,7 +44,7 @@ def test_event_time_bounds_and_first_partition_come_from_configuration():
 
     old = json.dumps(event(dt.datetime(2017, 11, 25, 8, tzinfo=dt.UTC), "view", "u", "web", None)).encode()
     ahead = json.dumps(event(TODAY + dt.timedelta(hours=3), "view", "u", "web", None)).encode()
-    live = EventTimeBounds()  # the defaults: a live stream
+    live = EventTimeBounds("2023-01-01", "2023-01-01", "1 hour")  # the defaults: a live stream
     history_bounds = EventTimeBounds("2017-01-01", "2017-01-01", "6 hours")
     misconfigured = EventTimeBounds("2018-01-01", "2017-01-01", "1 hour")  # accepts events before the partitions
 

@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from dagster_shared.serdes import serialize_value
 
+from assets.fraud.contracts import reason_code
 from assets.fraud.names import CHANGES_TOPIC, EVENTS_TOPIC, QUARANTINE_CHANGES
 from assets.loans import raw as loans_raw
 from assets.loans.names import LANDING_DIR
@@ -226,7 +227,7 @@ def test_fraud_quarantine_and_alerts_show_no_personal_data(kafka_broker, instanc
     contact = {"name": f"{LAST} Feinkost GmbH", "email": EMAIL, "contact_person": NAME, "address": f"{STREET}, {ZIP}"}
     changes = [
         {**onboarding, **contact},
-        {**onboarding, **contact, "change_id": "c-2", "risk_level": "extreme"},  # unknown_value:risk_level
+        {**onboarding, **contact, "change_id": "c-2", "risk_level": "extreme"},  # unknown_value:risk_level=extreme
         {**onboarding, **contact, "change_id": "c-3", "buyer_id": None},  # missing_field:buyer_id
     ]
     messages = [(buyer.buyer_id.encode(), json.dumps(c).encode()) for c in changes]
@@ -261,7 +262,11 @@ def test_fraud_quarantine_and_alerts_show_no_personal_data(kafka_broker, instanc
         assert reason in channels["event log"], reason
     # The quarantined changes keep their originals (replayable) in the lake, not in the event log.
     kept = fraud.query(resources["lake"], QUARANTINE_CHANGES, "SELECT reason, decode(payload) FROM t ORDER BY 1")
-    assert [r for r, _ in kept] == ["malformed_json", "missing_field:buyer_id", "unknown_value:risk_level"]
+    assert [reason_code(r) for r, _ in kept] == [
+        "malformed_json",
+        "missing_field:buyer_id",
+        "unknown_value:risk_level=extreme",
+    ]
     assert all(EMAIL in payload for _, payload in kept)
     assert fraud.query(resources["lake"], fraud.SCD1, "SELECT count(*) FROM t") == [(1,)]
 

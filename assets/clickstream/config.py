@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import hashlib
 import os
 import re
@@ -21,11 +20,12 @@ from pathlib import Path
 
 import yaml
 
+from assets.event_time import EventTimeBounds
+
 DEFAULT_CONFIG_PATH = Path(__file__).parent / "clickstream.yaml"
 # Silver's fields an import mapping may fill (`timestamp` becomes `event_datetime`).
 MAPPABLE_FIELDS = ("timestamp", "event_name", "user_id", "platform", "product_name", "SKU", "event_id")
 _NAME = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_SKEW = re.compile(r"^\d+ (second|minute|hour|day)s?$")
 
 
 class ClickstreamConfigError(ValueError):
@@ -146,37 +146,8 @@ def load_config(path: str | Path = DEFAULT_CONFIG_PATH) -> ClickstreamConfig:
     )
 
 
-@dataclass(frozen=True)
-class EventTimeBounds:
-    """Which event times are accepted (others are quarantined as `absurd_timestamp`) and where the
-    partitions start (an accepted event before it is quarantined as `before_first_partition`)."""
-
-    partitions_start: str = "2023-01-01"
-    earliest_event_date: str = "2023-01-01"
-    max_clock_skew: str = "1 hour"
-
-    @classmethod
-    def from_env(cls) -> EventTimeBounds:
-        start = os.environ.get("CLICKSTREAM_PARTITIONS_START") or cls.partitions_start
-        bounds = cls(
-            partitions_start=start,
-            earliest_event_date=os.environ.get("CLICKSTREAM_EARLIEST_EVENT_DATE") or start,
-            max_clock_skew=os.environ.get("CLICKSTREAM_MAX_CLOCK_SKEW") or cls.max_clock_skew,
-        )
-        for name, value in (
-            ("CLICKSTREAM_PARTITIONS_START", start),
-            ("CLICKSTREAM_EARLIEST_EVENT_DATE", bounds.earliest_event_date),
-        ):
-            try:
-                dt.date.fromisoformat(value)
-            except ValueError:
-                raise ClickstreamConfigError(f"{name}={value!r} is not a date (YYYY-MM-DD)") from None
-        if not _SKEW.match(bounds.max_clock_skew):
-            raise ClickstreamConfigError(
-                f"CLICKSTREAM_MAX_CLOCK_SKEW={bounds.max_clock_skew!r}: expected e.g. '1 hour', '30 minutes', '2 days'"
-            )
-        return bounds
-
-
 CONFIG = load_config(os.environ.get("CLICKSTREAM_CONFIG") or DEFAULT_CONFIG_PATH)
-BOUNDS = EventTimeBounds.from_env()
+# The defaults fit a live stream (assets/event_time.py); the earliest accepted date follows the first partition.
+BOUNDS = EventTimeBounds.from_env(
+    "CLICKSTREAM", partitions_start="2023-01-01", max_clock_skew="1 hour", error=ClickstreamConfigError
+)

@@ -1,23 +1,22 @@
 """Importing a clickstream archive: NDJSON or CSV files from the landing folder into the same bronze ->
 silver -> gold path the stream feeds, without Kafka.
 
-Each file is a source of its own in bronze: topic `import:<landing key>`, partition 0, one offset per
-record (its row number), received at the import's time. Every record becomes a message in the stream's
-shape (the file's fields mapped by a mapping of assets/clickstream/clickstream.yaml, the original record kept
-under `source`), so parsing, vocabulary, quarantine, deduplication and the checks are the stream's own.
-Exactly once: bronze records, in the same commit as the rows, the file's last offset (the stream's
-token), so importing the file again adds nothing and a file that grew adds only its new records.
-Then every date the new records reached is rebuilt from bronze, many dates a commit: a year is one run.
+Each file is a source of its own in bronze (`assets/archives.py`, shared by every domain's import): topic
+`import:<landing key>`, partition 0, one offset per record (its row number), received at the import's
+time. Every record becomes a message in the stream's shape (the file's fields mapped by a mapping of
+assets/clickstream/clickstream.yaml, the original record kept under `source`), so parsing, vocabulary,
+quarantine, deduplication and the checks are the stream's own. Exactly once: bronze records, in the same
+commit as the rows, the file's last offset (the stream's token), so importing the file again adds nothing
+and a file that grew adds only its new records. Then every date the new records reached is rebuilt from
+bronze, many dates a commit: a year is one run.
 """
 
-import io
 import time
 
 import dagster as dg
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.dataset as pads
 
+from assets import archives
+from assets.archives import file_kind, unsettled_dates
 from assets.clickstream.aggregates import write_gold_dates
 from assets.clickstream.config import CONFIG, MAPPABLE_FIELDS, ImportMapping
 from assets.clickstream.gold import GOLD_OUTPUTS, clickstream_gold, gold_frames
@@ -36,13 +35,7 @@ from assets.clickstream.silver import (
 from assets.pandera_checks import validate_schema
 from assets.provenance import reported_materialization
 from assets.quality import NOTHING_LOST_CHECK, QUARANTINE_RATE_CHECK, nothing_lost, quarantine_rate
-from assets.streaming import APPEND_ATTEMPTS, BRONZE_SCHEMA, MESSAGE_SCHEMA, date_token
 from resources import LakeResource, LandingResource
-from resources.lake import CommitFailedError
-from resources.warehouse import engine
-
-FORMATS = {".ndjson": "ndjson", ".jsonl": "ndjson", ".json": "ndjson", ".csv": "csv"}
-_CHUNK_ROWS = 500_000  # records per bronze commit: bounds memory, and a crash resumes after the last one
 
 
 class ClickstreamImportConfig(dg.Config):
@@ -88,97 +81,11 @@ def _message_sql(source: str, mapping: ImportMapping) -> str:
               FROM (SELECT *, try(decode(line)) AS body FROM records))"""
 
 
-def read_archive(data: bytes, kind: str, mapping: ImportMapping, first_offset: int = 0):
-    """The file's records from `first_offset` on as messages (offset, payload), in chunks."""
-    with engine() as conn:
-        if kind == "ndjson":
-            lines = data.split(b"\n")
-            if lines and lines[-1] == b"":
-                lines.pop()
-            for start in range(first_offset, len(lines), _CHUNK_ROWS):
-                chunk = lines[start : start + _CHUNK_ROWS]
-                records = pa.table(
-                    {
-                        "_offset": pa.array(range(start, start + len(chunk)), pa.int64()),
-                        "line": pa.array(chunk, pa.binary()),
-                    }
-                )
-                conn.register("records", records)
-                yield conn.execute(_message_sql("ndjson", mapping)).to_arrow_table()
-                conn.unregister("records")
-            return
-        relation = conn.read_csv(io.BytesIO(data), header=True, all_varchar=True)
-        conn.register("rows_in_file", relation)
-        conn.execute("CREATE TEMP TABLE records AS SELECT row_number() OVER () - 1 AS _offset, * FROM rows_in_file")
-        total = conn.execute("SELECT count(*) FROM records").fetchone()[0]  # type: ignore[index]
-        for start in range(first_offset, total, _CHUNK_ROWS):
-            sql = _message_sql("csv", mapping).replace(
-                "FROM records", f"FROM records WHERE _offset >= {start} AND _offset < {start + _CHUNK_ROWS}"
-            )
-            yield conn.execute(sql + " ORDER BY _offset").to_arrow_table()
-
-
-def unsettled_dates(lake: LakeResource, key: str) -> dict[str, dict[str, int]]:
-    """The dates holding records of the file `key` in bronze that gold (written last, with the same date
-    tokens as silver) has not taken in yet, each with the token gold records once it has: after a run
-    that stopped between bronze and gold, the next import finds them."""
-    topic = f"import:{key}"
-    held = lake.tokens(BRONZE_TABLE, [f"{topic}/0"])[f"{topic}/0"]
-    if held is None:
-        return {}
-    rows = lake.scan(BRONZE_TABLE, columns=["event_date"], where=pads.field("topic") == topic)
-    dates = sorted(d.isoformat() for d in pc.unique(rows["event_date"]).to_pylist())
-    taken = lake.tokens(PRODUCT_FUNNEL_TABLE, [date_token(topic, 0, d) for d in dates])
-    unsettled = {}
-    for event_date in dates:
-        token = date_token(topic, 0, event_date)
-        recorded = taken[token]
-        if recorded is None or recorded < held:
-            unsettled[event_date] = {token: held}
-    return unsettled
-
-
 def import_file(lake: LakeResource, key: str, data: bytes, mapping: ImportMapping, received_ms: int) -> dict[str, int]:
-    """Append the file's records that bronze does not hold yet, each chunk in one commit with the file's
-    token; returns the rows appended per date."""
-    topic = f"import:{key}"
-    token = f"{topic}/0"
-    kind = FORMATS["." + key.rsplit(".", 1)[-1].lower()]
-    held = lake.tokens(BRONZE_TABLE, [token])[token]
-    added: dict[str, int] = {}
-    for messages in read_archive(data, kind, mapping, 0 if held is None else held + 1):
-        if not messages.num_rows:
-            continue
-        n = messages.num_rows
-        rows = pa.table(
-            {
-                "topic": pa.array([topic] * n, pa.string()),
-                "partition": pa.array([0] * n, pa.int32()),
-                "offset": messages["_offset"],
-                "kafka_timestamp": pa.array([received_ms] * n, pa.int64()).cast(
-                    MESSAGE_SCHEMA.field("kafka_timestamp").type
-                ),
-                "key": pa.nulls(n, pa.binary()),
-                "payload": messages["payload"].cast(pa.binary()),
-            },
-            schema=MESSAGE_SCHEMA,
-        )
-        bronze = route_messages(rows).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
-        last = int(pc.max(bronze["offset"]).as_py())
-        for attempt in range(APPEND_ATTEMPTS):
-            written = lake.tokens(BRONZE_TABLE, [token])[token]
-            if written is not None and written >= last:
-                break
-            try:
-                lake.append(BRONZE_TABLE, bronze, tokens={token: last})
-                for c in bronze["event_date"].value_counts().to_pylist():
-                    added[c["values"].isoformat()] = added.get(c["values"].isoformat(), 0) + c["counts"]
-                break
-            except CommitFailedError:  # a concurrent compaction of bronze: check the token again and retry
-                if attempt == APPEND_ATTEMPTS - 1:
-                    raise
-                time.sleep(0.05 * (attempt + 1))
-    return added
+    """The landed file's records that bronze lacks, as the stream's messages, appended exactly once."""
+    return archives.import_file(
+        lake, BRONZE_TABLE, key, data, lambda kind: _message_sql(kind, mapping), route_messages, received_ms
+    )
 
 
 @dg.asset(
@@ -199,13 +106,12 @@ def clickstream_history_import(
         )
     mapping = CONFIG.imports[config.mapping]
     received_ms = time.time_ns() // 1_000_000
-    files = [f for f in landing.landed(config.folder, suffix="") if "." + f.key.rsplit(".", 1)[-1].lower() in FORMATS]
+    files = [f for f in landing.landed(config.folder, suffix="") if file_kind(f.key)]
     per_file, pending = {}, {}
     for landed in files:
-        per_file[landed.key] = sum(
-            import_file(lake, landed.key, landing.read(landed.key), mapping, received_ms).values()
-        )
-        for event_date, tokens in unsettled_dates(lake, landed.key).items():
+        data = landing.read(landed.key)
+        per_file[landed.key] = sum(import_file(lake, landed.key, data, mapping, received_ms).values())
+        for event_date, tokens in unsettled_dates(lake, BRONZE_TABLE, landed.key, PRODUCT_FUNNEL_TABLE).items():
             pending[event_date] = pending.get(event_date, {}) | tokens
     dates = sorted(pending)
     context.log.info(f"{len(files)} files, {sum(per_file.values())} new records; {len(dates)} dates to rebuild")

@@ -45,7 +45,7 @@ from assets.quality import (
     nothing_lost,
     quarantine_rate,
 )
-from assets.streaming import BRONZE_SCHEMA, Batch, Report, append_once, bronze_date
+from assets.streaming import Batch, Report, append_once, bronze_dates
 from resources import LakeResource
 from resources.faults import failpoint
 from resources.lake import CommitFailedError
@@ -452,10 +452,7 @@ def rebuild_dates(lake: LakeResource, event_dates: list[str], log=None, together
         while True:
             tables = (QUARANTINE_TABLE, DUPLICATES_TABLE, AGGREGATE_STATE_TABLE, SILVER_TABLE)
             versions = {t: lake.version(t) for t in tables}
-            bronze, tokens = BRONZE_SCHEMA.empty_table(), {}
-            for event_date in dates:
-                rows, date_tokens = bronze_date(lake, BRONZE_TABLE, event_date)
-                bronze, tokens = pyarrow.concat_tables([bronze, rows]), tokens | date_tokens
+            bronze, tokens = bronze_dates(lake, BRONZE_TABLE, dates)
             split = split_routed(route_messages(bronze))
             silver = _stored_silver(split.silver).sort_by([("event_datetime", "ascending"), ("event_id", "ascending")])
             state = state_of(silver)

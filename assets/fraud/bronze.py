@@ -10,6 +10,7 @@ those partitions and their checks as it goes. A run's start-up is paid once, not
 import dagster as dg
 
 from assets.fraud.common import CHANGES_STREAM, EVENTS_STREAM
+from assets.fraud.contracts import BUYER_CHANGES, CHECKOUT_EVENTS
 from assets.fraud.decision import LOADED_RULES
 from assets.fraud.live import LiveDecisionWriter
 from assets.fraud.names import BRONZE_CHANGES, BRONZE_EVENTS, CHANGES_GROUP, CHANGES_TOPIC, EVENTS_GROUP, EVENTS_TOPIC
@@ -33,6 +34,7 @@ class FraudEventsIngestConfig(IngestConfig):
     # Each micro-batch is reported as a materialization of its own (none when nothing arrived).
     output_required=False,
 )
+@CHECKOUT_EVENTS.described
 def bronze_fraud_risk_events(
     context: dg.AssetExecutionContext,
     config: FraudEventsIngestConfig,
@@ -60,6 +62,7 @@ def bronze_fraud_risk_events(
     kinds={"kafka", "deltalake"},
     metadata={"topic": CHANGES_TOPIC, "consumer_group": CHANGES_GROUP, "table": BRONZE_CHANGES},
 )
+@BUYER_CHANGES.described
 def bronze_fraud_buyer_changes(
     context: dg.AssetExecutionContext, config: IngestConfig, kafka: KafkaResource, lake: LakeResource
 ) -> dg.MaterializeResult:

@@ -10,6 +10,7 @@ event's date:
   current dimensions, replaced in one commit per table (the daily close, a rule change, a dimension change).
 """
 
+import datetime as dt
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,9 +24,11 @@ import pyarrow as pa_arrow
 import pyarrow.compute as pc
 from pandera.typing import Series
 
-from assets.fraud.common import sound_time_sql
+from assets.fraud.common import first_partition_sql, sound_time_sql
+from assets.fraud.contracts import CHECKOUT_EVENTS
 from assets.fraud.dimensions import SCD1_SCHEMA, SCD2_SCHEMA
 from assets.fraud.names import (
+    BOUNDS,
     BRONZE_EVENTS,
     DECISION_EVENTS,
     DECISION_WRITER_POOL,
@@ -45,7 +48,7 @@ from assets.quality import (
     quality_check_specs,
     quarantine_rate,
 )
-from assets.streaming import bronze_date
+from assets.streaming import BRONZE_SCHEMA, bronze_dates
 from resources import LakeResource
 from resources.lake import CommitFailedError
 from resources.warehouse import engine
@@ -53,50 +56,16 @@ from resources.warehouse import engine
 # Bumped by hand when the SQL below changes meaning; the rules file's hash is appended automatically.
 LOGIC_VERSION = "1"
 
+_EVENT = CHECKOUT_EVENTS
+# Every message checked against its contract (assets/fraud/contracts.py), then against the market rules.
 EVENTS_SQL = f"""
-WITH decoded AS (
-    SELECT *, try(decode(payload)) AS body FROM bronze
-), parsed AS (
-    SELECT *, CASE WHEN json_valid(body) THEN body::JSON END AS doc FROM decoded
-), typed AS (
-    SELECT topic, "partition", "offset", kafka_timestamp, payload, event_date,
-        CASE
-            WHEN payload IS NULL OR octet_length(payload) = 0 THEN 'empty_payload'
-            WHEN body IS NULL THEN 'invalid_utf8'
-            WHEN doc IS NULL THEN 'malformed_json'
-            WHEN json_type(doc) <> 'OBJECT' THEN 'not_a_json_object'
-        END AS structural_error,
-        doc ->> '$.event_id' AS event_id,
-        doc ->> '$.delivery_id' AS delivery_id,
-        doc ->> '$.occurred_at' AS occurred_at_text,
-        {sound_time_sql("doc ->> '$.occurred_at'")} AS occurred_at,
-        doc ->> '$.market' AS market,
-        doc ->> '$.buyer_id' AS buyer_id,
-        doc ->> '$.merchant_id' AS merchant_id,
-        doc ->> '$.order_id' AS order_id,
-        json_type(doc, '$.order_amount') AS amount_type,
-        try_cast(doc ->> '$.order_amount' AS DOUBLE) AS order_amount,
-        doc ->> '$.currency' AS currency,
-        doc ->> '$.payment_method' AS payment_method,
-        try_cast(doc ->> '$.payment_terms_days' AS INTEGER) AS payment_terms_days,
-        try_cast(doc ->> '$.line_items' AS INTEGER) AS line_items,
-        doc ->> '$.channel' AS channel
-    FROM parsed
-)
-SELECT t.* EXCLUDE (structural_error, occurred_at_text, amount_type), CASE
-    WHEN structural_error IS NOT NULL THEN structural_error
-    WHEN event_id IS NULL THEN 'missing_field:event_id'
-    WHEN occurred_at_text IS NULL THEN 'missing_field:occurred_at'
-    WHEN occurred_at IS NULL THEN 'invalid_value:occurred_at'
-    WHEN buyer_id IS NULL THEN 'missing_field:buyer_id'
-    WHEN merchant_id IS NULL THEN 'missing_field:merchant_id'
-    WHEN t.market IS NULL THEN 'missing_field:market'
-    WHEN amount_type IS NULL OR amount_type = 'NULL' THEN 'missing_field:order_amount'
-    WHEN amount_type NOT IN ('DOUBLE', 'BIGINT', 'UBIGINT') THEN 'wrong_type:order_amount'
-    WHEN t.currency IS NULL THEN 'missing_field:currency'
-    WHEN r.market IS NULL THEN 'unknown_value:market'
-    WHEN c.currency IS NULL THEN 'unknown_value:currency'
-    WHEN NOT order_amount BETWEEN r.min_amount AND r.max_amount THEN 'invalid_value:order_amount'
+WITH {_EVENT.checked_sql("bronze", sound_time_sql)}
+SELECT t.* EXCLUDE (contract_error), CASE
+    WHEN contract_error IS NOT NULL THEN contract_error
+    WHEN r.market IS NULL THEN {_EVENT.reason("unknown_value", "market", "t.market")}
+    WHEN c.currency IS NULL THEN {_EVENT.reason("unknown_value", "currency", "t.currency")}
+    WHEN NOT order_amount BETWEEN r.min_amount AND r.max_amount THEN {_EVENT.reason("invalid_value", "order_amount")}
+    WHEN occurred_at < {first_partition_sql()} THEN 'before_first_partition'
 END AS reason
 FROM typed t
 LEFT JOIN market_rules r ON r.market = t.market
@@ -112,7 +81,8 @@ SILVER_COLUMNS = (
 # A retried or re-sent event is the same event id: its first delivery (of the date) is the event.
 SILVER_SQL = f"""
 SELECT {SILVER_COLUMNS} FROM checked WHERE reason IS NULL
-QUALIFY row_number() OVER (PARTITION BY event_date, event_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+QUALIFY row_number() OVER (
+    PARTITION BY event_date, event_id ORDER BY kafka_timestamp, topic, "partition", "offset") = 1
 """
 
 _TS = pa_arrow.timestamp("us", tz="UTC")
@@ -199,11 +169,12 @@ LEFT JOIN market_rules r ON r.market = e.market
 """
 MARKET_RISK_LEVELS = pa_arrow.array(["low", "medium", "high"])
 
-QUARANTINE_SQL = """
+QUARANTINE_SQL = f"""
 SELECT topic, "partition", "offset", kafka_timestamp, payload, reason, event_date
 FROM checked WHERE reason IS NOT NULL
 UNION ALL
-SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload, 'unknown_buyer', c.event_date
+SELECT c.topic, c."partition", c."offset", c.kafka_timestamp, c.payload,
+    {_EVENT.reason("unknown_buyer", quote="buyer_id")}, c.event_date
 FROM unknown_buyers u JOIN checked c USING (topic, "partition", "offset")
 ORDER BY "partition", "offset"
 """
@@ -380,26 +351,28 @@ def count_by_date(table: pa_arrow.Table) -> dict[str, int]:
 
 
 def rebuild_decision_dates(
-    lake: LakeResource, rules: MarketRules, event_dates: list[str], log=None
+    lake: LakeResource, rules: MarketRules, event_dates: list[str], log=None, together: int = 1
 ) -> dict[str, DecisionBuild]:
     """Rebuild silver, quarantine and decisions of `event_dates` from bronze and the current dimensions,
-    replacing exactly those dates (one commit per table and date), and compact their bronze files.
+    replacing exactly those dates (one commit per table for each `together` dates: a date run takes one,
+    a history import many), and compact their bronze files.
 
     The live run may append to a date while it is rebuilt here: each replace is computed from the table
-    version read at the start and fails if a batch landed in the date since (the rebuild then starts
+    version read at the start and fails if a batch landed in the dates since (the rebuild then starts
     over); it records the date tokens of everything it read from bronze, so a batch it covered is not
     appended again afterwards. A rebuild during which the dimensions changed starts over too, so that a
     result from older dimensions does not land over one from newer."""
     builds = {}
-    for event_date in event_dates:
+    for dates in [event_dates[i : i + together] for i in range(0, len(event_dates), max(together, 1))]:
+        span = dates[0] if len(dates) == 1 else f"{dates[0]}..{dates[-1]}"
         while True:
             versions = {t: lake.version(t) for t in (QUARANTINE_EVENTS, DECISION_EVENTS, SILVER_EVENTS)}
-            bronze, tokens = bronze_date(lake, BRONZE_EVENTS, event_date)
+            bronze, tokens = bronze_of_dates(lake, dates)
             dimensions = load_dimensions(lake)
             build = build_decisions(bronze, rules, dimensions)
             if dimension_versions(lake) != dimensions.table_versions:
                 if log:
-                    log.info(f"{event_date}: the buyer dimensions changed during the rebuild; rebuilding")
+                    log.info(f"{span}: the buyer dimensions changed during the rebuild; rebuilding")
                 continue
             try:
                 for table, rows in (
@@ -407,20 +380,40 @@ def rebuild_decision_dates(
                     (DECISION_EVENTS, build.decision),
                     (SILVER_EVENTS, build.silver),
                 ):
-                    lake.replace_dates(table, rows, [event_date], tokens=tokens, version=versions[table])
+                    lake.replace_dates(table, rows, dates, tokens=tokens, version=versions[table])
             except CommitFailedError as conflict:
                 if log:
-                    log.info(f"{event_date}: a live batch landed during the rebuild; rebuilding ({conflict})")
+                    log.info(f"{span}: a live batch landed during the rebuild; rebuilding ({conflict})")
                 continue
             break
-        lake.compact(BRONZE_EVENTS, [event_date])
-        builds[event_date] = build
+        lake.compact(BRONZE_EVENTS, dates)
         if log:
             log.info(
-                f"{event_date}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
+                f"{span}: {build.bronze_rows} bronze -> {build.decision.num_rows} decisions, "
                 f"{build.duplicates} duplicates, {build.quarantine.num_rows} quarantined {quarantine_reasons(build)}"
             )
+        for event_date in dates:
+            builds[event_date] = build.for_date(event_date)
     return builds
+
+
+def bronze_of_dates(lake: LakeResource, event_dates: list[str]) -> tuple[pa_arrow.Table, dict[str, int]]:
+    """The dates' bronze events and the date tokens a rebuild from them covers (`bronze_dates`). The first
+    partition also takes in whatever bronze holds before it (written before its start was moved later,
+    or before events were routed into the partitions): re-dated to it and quarantined there as
+    `before_first_partition`, so that nothing in bronze is outside every partition."""
+    rows, tokens = bronze_dates(lake, BRONZE_EVENTS, event_dates)
+    first = BOUNDS.partitions_start
+    earlier = sorted(d for d in lake.count_by_date(BRONZE_EVENTS) if d < first) if first in event_dates else []
+    if not earlier:
+        return rows, tokens
+    before = lake.scan(BRONZE_EVENTS, earlier).select(BRONZE_SCHEMA.names).cast(BRONZE_SCHEMA)
+    before = before.set_column(
+        before.schema.get_field_index("event_date"),
+        "event_date",
+        pa_arrow.array([dt.date.fromisoformat(first)] * before.num_rows, pa_arrow.date32()),
+    )
+    return pa_arrow.concat_tables([rows, before]).sort_by([("partition", "ascending"), ("offset", "ascending")]), tokens
 
 
 @dataclass(frozen=True)
@@ -454,11 +447,16 @@ def partition_metadata(build: DecisionBuild) -> dict[str, dict]:
     }
 
 
-def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int] | None = None) -> list[CheckOutcome]:
+def partition_checks(
+    build: DecisionBuild,
+    quarantine_rate_over: tuple[int, int] | None = None,
+    schema: tuple[bool, dict] | None = None,
+) -> list[CheckOutcome]:
     """The date's checks on a rebuilt date, or on what a live batch added to it (its accounting: every
     message of the batch is a decision, a duplicate or quarantined). `quarantine_rate_over`: (quarantined,
-    messages) to rate instead of the build's own (a live run's running counts of the date)."""
-    passed, schema_metadata = validate_schema(DecisionEvent, build.decision.to_pandas(), PERSONAL_FIELDS)
+    messages) to rate instead of the build's own (a live run's running counts of the date); `schema`: the
+    schema check's outcome when it was found already (many dates validated at once)."""
+    passed, schema_metadata = schema or validate_decisions(build.decision)
     quarantined, messages = quarantine_rate_over or (build.quarantine.num_rows, build.bronze_rows)
     lost_passed, lost_metadata = nothing_lost(
         build.bronze_rows,
@@ -479,6 +477,11 @@ def partition_checks(build: DecisionBuild, quarantine_rate_over: tuple[int, int]
             severity=dg.AssetCheckSeverity.WARN,
         ),
     ]
+
+
+def validate_decisions(decision: pa_arrow.Table) -> tuple[bool, dict]:
+    """Pandera's DecisionEvent over decision rows: (passed, the check's metadata)."""
+    return validate_schema(DecisionEvent, decision.to_pandas(), PERSONAL_FIELDS)
 
 
 def build_decision_asset(rules_path: str | Path = DEFAULT_RULES_PATH) -> dg.AssetsDefinition:

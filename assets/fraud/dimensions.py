@@ -10,7 +10,8 @@ import dagster as dg
 import pyarrow as pa
 
 from assets.fraud.common import replace_table, sound_time_sql
-from assets.fraud.names import BRONZE_CHANGES, QUARANTINE_CHANGES, SCD1, SCD2
+from assets.fraud.contracts import BUYER_CHANGES
+from assets.fraud.names import BRONZE_CHANGES, DIMENSION_LOOKBACK_DAYS, QUARANTINE_CHANGES, SCD1, SCD2
 from assets.streaming import BRONZE_SCHEMA, TOUCHED_DATES
 from resources import LakeResource, PseudonymizerResource
 from resources.warehouse import engine
@@ -53,41 +54,10 @@ CHANGES_QUARANTINE_SCHEMA = pa.schema(
     ]
 )
 
+# Every change checked against its contract (assets/fraud/contracts.py).
 CHANGES_SQL = f"""
-WITH decoded AS (
-    SELECT *, try(decode(payload)) AS body FROM bronze
-), parsed AS (
-    SELECT *, CASE WHEN json_valid(body) AND json_type(body::JSON) = 'OBJECT' THEN body::JSON END AS doc
-    FROM decoded
-), typed AS (
-    SELECT topic, "partition", "offset", kafka_timestamp, payload, event_date, doc IS NULL AS broken,
-        doc ->> '$.change_id' AS change_id,
-        doc ->> '$.buyer_id' AS buyer_id,
-        doc ->> '$.changed_at' AS changed_at_text,
-        {sound_time_sql("doc ->> '$.changed_at'")} AS changed_at,
-        doc ->> '$.credit_rating' AS credit_rating,
-        try_cast(doc ->> '$.total_cost' AS DOUBLE) AS total_cost,
-        try_cast(doc ->> '$.risk_score' AS INTEGER) AS risk_score,
-        doc ->> '$.risk_level' AS risk_level,
-        doc ->> '$.approval_status' AS approval_status,
-        doc ->> '$.name' AS name, doc ->> '$.email' AS email,
-        doc ->> '$.contact_person' AS contact_person, doc ->> '$.address' AS address
-    FROM parsed
-)
-SELECT * EXCLUDE (broken, changed_at_text), CASE
-    WHEN broken THEN 'malformed_json'
-    WHEN change_id IS NULL THEN 'missing_field:change_id'
-    WHEN buyer_id IS NULL THEN 'missing_field:buyer_id'
-    WHEN changed_at_text IS NULL THEN 'missing_field:changed_at'
-    WHEN changed_at IS NULL THEN 'invalid_value:changed_at'
-    WHEN credit_rating IS NULL THEN 'missing_field:credit_rating'
-    WHEN total_cost IS NULL OR total_cost < 0 THEN 'invalid_value:total_cost'
-    WHEN risk_score IS NULL OR risk_score NOT BETWEEN 0 AND 1000 THEN 'invalid_value:risk_score'
-    WHEN risk_level IS NULL OR risk_level NOT IN ('low', 'medium', 'high') THEN 'unknown_value:risk_level'
-    WHEN approval_status IS NULL OR approval_status NOT IN ('approved', 'pending', 'rejected')
-        THEN 'unknown_value:approval_status'
-END AS reason
-FROM typed
+WITH {BUYER_CHANGES.checked_sql("bronze", sound_time_sql)}
+SELECT * EXCLUDE (contract_error), contract_error AS reason FROM typed
 """
 
 # One change per change id (the first delivery); of several changes at the same instant, the one that
@@ -95,11 +65,11 @@ FROM typed
 INSTANTS_SQL = """
 WITH valid AS (
     SELECT * FROM changes WHERE reason IS NULL
-    QUALIFY row_number() OVER (PARTITION BY change_id ORDER BY kafka_timestamp, "partition", "offset") = 1
+    QUALIFY row_number() OVER (PARTITION BY change_id ORDER BY kafka_timestamp, topic, "partition", "offset") = 1
 )
 SELECT * FROM valid
 QUALIFY row_number() OVER (
-    PARTITION BY buyer_id, changed_at ORDER BY kafka_timestamp DESC, "partition" DESC, "offset" DESC) = 1
+    PARTITION BY buyer_id, changed_at ORDER BY kafka_timestamp DESC, topic DESC, "partition" DESC, "offset" DESC) = 1
 """
 
 _ATTRS = ", ".join(SCD2_ATTRIBUTES)
@@ -191,9 +161,10 @@ def build_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -
     )
 
 
-def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -> list[str]:
+def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = DIMENSION_LOOKBACK_DAYS) -> list[str]:
     """Decision dates a batch of changes can alter: from its earliest change date through today (a
-    change holds until the next one), capped so a very late change triggers a bounded rebuild."""
+    change holds until the next one), at most `max_days` of them (the look-back setting), so that a very
+    late change triggers a bounded rebuild."""
     if not bronze_dates:
         return []
     first = max(dt.date.fromisoformat(min(bronze_dates)), today - dt.timedelta(days=max_days - 1))
@@ -249,50 +220,61 @@ def affected_dates(bronze_dates: list[str], today: dt.date, max_days: int = 8) -
 )
 def fraud_buyer_dimensions(context: dg.AssetExecutionContext, lake: LakeResource, pseudonymizer: PseudonymizerResource):
     """Rebuild both buyer dimensions (and the change quarantine) from bronze."""
-    build = build_dimensions(lake, pseudonymizer)
-    # SCD1 before SCD2: a decision rebuild that reads the new SCD2 version finds the SCD1 of the same change.
-    for table, rows in ((QUARANTINE_CHANGES, build.quarantine), (SCD1, build.scd1), (SCD2, build.scd2)):
-        replace_table(lake, table, rows)
+    build = write_dimensions(lake, pseudonymizer)
     bronze = context.instance.get_latest_materialization_event(dg.AssetKey("bronze_fraud_buyer_changes"))
     entry = (
         bronze.asset_materialization.metadata.get(TOUCHED_DATES) if bronze and bronze.asset_materialization else None
     )
     dates = affected_dates(list(entry.value) if entry else [], dt.datetime.now(dt.UTC).date())  # type: ignore[union-attr]
+    metadata = dimension_metadata(build)
+    # Read by fraud_dimension_dates_sensor: the decision dates these changes may alter.
     yield dg.MaterializeResult(
         asset_key="fraud_buyer_scd2",
-        metadata={
+        metadata=metadata["fraud_buyer_scd2"] | {TOUCHED_DATES: dg.MetadataValue.json(dates)},
+    )
+    yield dg.MaterializeResult(asset_key="fraud_buyer_scd1", metadata=metadata["fraud_buyer_scd1"])
+    for name, passed, check_metadata in dimension_checks(build):
+        yield dg.AssetCheckResult(check_name=name, asset_key="fraud_buyer_scd2", passed=passed, metadata=check_metadata)
+
+
+def write_dimensions(lake: LakeResource, pseudonymizer: PseudonymizerResource) -> DimensionBuild:
+    """Both buyer dimensions and the change quarantine rebuilt from every bronze change, each replaced whole."""
+    build = build_dimensions(lake, pseudonymizer)
+    # SCD1 before SCD2: a decision rebuild that reads the new SCD2 version finds the SCD1 of the same change.
+    for table, rows in ((QUARANTINE_CHANGES, build.quarantine), (SCD1, build.scd1), (SCD2, build.scd2)):
+        replace_table(lake, table, rows)
+    return build
+
+
+def dimension_metadata(build: DimensionBuild) -> dict[str, dict]:
+    """The materialization metadata of each dimension."""
+    return {
+        "fraud_buyer_scd2": {
             "dagster/row_count": build.scd2.num_rows,
             "buyers": build.scd1.num_rows,
             "quarantined_changes": build.quarantine.num_rows,
             "duplicate_changes": build.duplicates,
-            # Read by fraud_dimension_dates_sensor: the decision dates these changes may alter.
-            TOUCHED_DATES: dg.MetadataValue.json(dates),
         },
-    )
-    yield dg.MaterializeResult(asset_key="fraud_buyer_scd1", metadata={"dagster/row_count": build.scd1.num_rows})
-    yield dg.AssetCheckResult(
-        check_name="scd2_one_current_row_check",
-        asset_key="fraud_buyer_scd2",
-        passed=build.invariants["keys_without_exactly_one_current"] == 0,
-        metadata=build.invariants,
-    )
-    yield dg.AssetCheckResult(
-        check_name="scd2_no_overlap_check",
-        asset_key="fraud_buyer_scd2",
-        passed=build.invariants["overlapping_or_gapped"] == 0,
-        metadata=build.invariants,
-    )
+        "fraud_buyer_scd1": {"dagster/row_count": build.scd1.num_rows},
+    }
+
+
+def dimension_checks(build: DimensionBuild) -> list[tuple[str, bool, dict]]:
+    """The SCD2 dimension's checks (name, passed, metadata), as declared on fraud_buyer_dimensions."""
     scd2_buyers = len(set(build.scd2["buyer_id"].to_pylist()))
-    yield dg.AssetCheckResult(
-        check_name="every_buyer_kept_check",
-        asset_key="fraud_buyer_scd2",
-        passed=scd2_buyers == build.scd1.num_rows == build.buyers_with_changes,
-        metadata={
-            "buyers_with_changes": build.buyers_with_changes,
-            "scd2_buyers": scd2_buyers,
-            "scd1_buyers": build.scd1.num_rows,
-            "bronze_rows": build.bronze_rows,
-            "duplicates": build.duplicates,
-            "quarantined": build.quarantine.num_rows,
-        },
-    )
+    return [
+        ("scd2_one_current_row_check", build.invariants["keys_without_exactly_one_current"] == 0, build.invariants),
+        ("scd2_no_overlap_check", build.invariants["overlapping_or_gapped"] == 0, build.invariants),
+        (
+            "every_buyer_kept_check",
+            scd2_buyers == build.scd1.num_rows == build.buyers_with_changes,
+            {
+                "buyers_with_changes": build.buyers_with_changes,
+                "scd2_buyers": scd2_buyers,
+                "scd1_buyers": build.scd1.num_rows,
+                "bronze_rows": build.bronze_rows,
+                "duplicates": build.duplicates,
+                "quarantined": build.quarantine.num_rows,
+            },
+        ),
+    ]

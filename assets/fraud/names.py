@@ -2,7 +2,11 @@
 `event_date`), its partitions and the bounds of a plausible event time. Sensors and tools import them
 from here, not from the assets."""
 
+import os
+
 import dagster as dg
+
+from assets.event_time import EventTimeBounds
 
 EVENTS_TOPIC = "fraud.checkout_risk_events"
 CHANGES_TOPIC = "fraud.buyer_changes"
@@ -27,9 +31,27 @@ PERSONAL_FIELDS = ("buyer_id", "name", "email", "contact_person", "address")
 # the tables' commits (see rebuild_decision_dates).
 DECISION_WRITER_POOL = "fraud_decision_writer"
 
-# The first day an event or change may carry, and how far its own clock may run ahead of the broker's:
-# anything outside is a timestamp no checkout can have.
-FIRST_VALID_TIME = "2020-01-01 00:00:00+00"
-MAX_CLOCK_SKEW = "5 minutes"
+# The first date partition (FRAUD_PARTITIONS_START), the earliest time an event or change may carry
+# (FRAUD_EARLIEST_EVENT_DATE: buyer records may predate the first partition) and how far its own clock may
+# run ahead of the broker's (FRAUD_MAX_CLOCK_SKEW): anything outside is a timestamp no checkout can have. A
+# checkout before the first partition is quarantined as `before_first_partition`. Read when the code
+# location loads (assets/event_time.py); a history import moves the first two back.
+BOUNDS = EventTimeBounds.from_env(
+    "FRAUD", partitions_start="2024-01-01", earliest_event_date="2020-01-01", max_clock_skew="5 minutes"
+)
 
-fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date="2024-01-01", end_offset=1)
+# Through the last date an event's clock may reach (tomorrow, unless the accepted skew is over a day).
+fraud_daily_partitions = dg.DailyPartitionsDefinition(start_date=BOUNDS.partitions_start, end_offset=BOUNDS.days_ahead)
+
+
+def _days(name: str, default: int) -> int:
+    value = os.environ.get(name) or str(default)
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"{name}={value!r}: expected a whole number of days, at least 1")
+    return int(value)
+
+
+# How far back a buyer change re-enriches decisions: the dates from the change's own date through today, at
+# most this many (today included). A change older than that re-enriches the last ones only; backfill older
+# dates by hand. Read when the code location loads (FRAUD_DIMENSION_LOOKBACK_DAYS).
+DIMENSION_LOOKBACK_DAYS = _days("FRAUD_DIMENSION_LOOKBACK_DAYS", 8)

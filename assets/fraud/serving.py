@@ -206,14 +206,17 @@ def publish_fraud_views(warehouse: WarehouseResource, lake: LakeResource) -> boo
     return True
 
 
-def write_latest_features(lake: LakeResource, warehouse: WarehouseResource, log=None) -> dict:
-    """Rebuild the serving table as of now, replacing it whole in one commit (and publish the analysts'
-    views); its materialization metadata. Reads the decisions of the longest feature window."""
+def write_latest_features(
+    lake: LakeResource, warehouse: WarehouseResource, log=None, tokens: dict[str, int] | None = None
+) -> dict:
+    """Rebuild the serving table as of now, replacing it whole in one commit (with `tokens`: a history
+    import's mark that it is done) and publish the analysts' views; its materialization metadata. Reads
+    the decisions of the longest feature window."""
     while True:
         version = lake.version(LATEST_FEATURES)
         table = build_latest_features(lake, dt.datetime.now(dt.UTC))
         try:
-            replace_table(lake, LATEST_FEATURES, table, version=version)
+            replace_table(lake, LATEST_FEATURES, table, version=version, tokens=tokens)
             break
         except CommitFailedError:  # the live run merged a batch meanwhile: compute again, as of later
             if log:
