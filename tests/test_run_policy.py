@@ -5,12 +5,13 @@ import shutil
 from pathlib import Path
 
 import dagster as dg
+import yaml
 
 from sensors.clickstream import clickstream_daily_job, clickstream_ingest_job
 from sensors.fraud import FRAUD_JOBS
 from sensors.loans import loans_batch_job, loans_stream_job
 from sensors.policies import automation_sensor
-from sensors.run_policy import BATCH_TAGS
+from sensors.run_policy import BATCH_TAGS, RUN_KIND
 from sensors.warehouse import commerce_raw_job, commerce_warehouse_job
 from tests.conftest import ROOT
 
@@ -44,3 +45,14 @@ def test_every_job_has_a_priority_and_a_retry_policy():
     assert all(job.tags["dagster/retry_strategy"] == "FROM_FAILURE" for job in BATCH)
     # Runs started by Declarative Automation are batch runs too.
     assert automation_sensor.run_tags == BATCH_TAGS
+
+
+def test_streams_and_batch_work_never_starve_each_other():
+    """Every streaming job may hold a following run and its successor per shard at once: the instances keep
+    that many slots beside the batch limit, so a dbt run is never queued behind the streams for good."""
+    assert {job.tags[RUN_KIND] for job in STREAMING} == {"streaming"}
+    assert {job.tags[RUN_KIND] for job in BATCH} == {"batch"}
+    for name, shards in (("dagster.yaml", 1), ("dagster-production.yaml", 2)):
+        runs = yaml.safe_load((ROOT / "platform" / name).read_text())["concurrency"]["runs"]
+        (batch,) = [limit["limit"] for limit in runs["tag_concurrency_limits"] if limit["key"] == RUN_KIND]
+        assert runs["max_concurrent_runs"] - batch >= 2 * len(STREAMING) * shards, name
