@@ -55,6 +55,7 @@ def consume(bootstrap: str, namespace: str, group: str, lake_root: str, shard: i
             if batch is None:
                 break
             records += batch.records
+    writer.publish_gold(settle=True)  # as the run does when it ends
     cpu = os.times()
     print(json.dumps({"records": records, "seconds": time.monotonic() - started, "cpu_s": cpu.user + cpu.system}))
 
