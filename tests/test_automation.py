@@ -92,7 +92,7 @@ def test_staging_reaches_dbt_only_past_passing_blocking_checks(defs):
         requested = ticks.tick()
         assert requested.get("fact_order_positions") == {day}
         assert "fact_orders" not in requested and "kpi_sales" not in requested
-        assert {"customers_snapshot", "dim_products", "dim_shops"} <= set(requested)
+        assert {"dim_customers", "dim_products", "dim_shops"} <= set(requested)
 
         # The orders staged again, valid: now fact_orders of that date follows.
         ticks.tick()  # (the previous tick's requests are handled on this one)
@@ -104,7 +104,7 @@ def test_marts_follow_the_facts(defs):
     day = warehouse_daily_partitions.get_last_partition_key()
     with dg.instance_for_test() as instance:
         ticks = Ticks(defs, instance)
-        for name in ("dim_shops", "dim_products", "customers_snapshot", "dim_customers", "dim_date"):
+        for name in ("dim_shops", "dim_products", "dim_customers", "dim_date"):
             ticks.checked(name)
         ticks.checked("fact_order_positions", day)
         ticks.checked("fact_orders", day, failing=("unique_fact_orders_order_id",))
