@@ -150,6 +150,14 @@ def generate(n_orders: int, start: str = "2026-01-01", days: int = 10, seed: int
         country=[CITIES[i][1] for i in moved_to],
         updated_at=movers["created_at"] + hours(rng.uniform(1, days * 24, len(movers))).floor("s"),
     )
+    # A third of them move again later on.
+    again = movers.sample(frac=1 / 3, random_state=seed + 3)
+    moved_again = rng.integers(0, len(CITIES), len(again))
+    again = again.assign(
+        city=[CITIES[i][0] for i in moved_again],
+        country=[CITIES[i][1] for i in moved_again],
+        updated_at=again["updated_at"] + hours(rng.uniform(24, max(48, days * 12), len(again))).floor("s"),
+    )
 
     # Positions: one to five per order at the catalogue price, with freight; some quantities corrected
     # afterwards. Most come from the order's shop; in one order of ten each position comes from any shop
@@ -183,7 +191,7 @@ def generate(n_orders: int, start: str = "2026-01-01", days: int = 10, seed: int
     frames = {
         "shops": shops,
         "products": pd.concat([products, repriced], ignore_index=True),
-        "customers": pd.concat([customers, movers], ignore_index=True),
+        "customers": pd.concat([customers, movers, again], ignore_index=True),
         "orders": order_versions,
         "order_positions": pd.concat([positions, corrected], ignore_index=True),
     }

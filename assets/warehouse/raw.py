@@ -4,10 +4,8 @@ the source's columns exactly, drift included, and every value as the source expo
 column the source retypes stays readable in the same table), so every later layer can be rebuilt
 from it. The source's column types are checked against the contract as each date is loaded."""
 
-import csv
+import datetime as dt
 import io
-import tempfile
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -19,7 +17,6 @@ from assets.warehouse.contracts import ENTITIES, contract_markdown, type_family
 from assets.warehouse.names import raw_table, warehouse_daily_partitions
 from resources import LakeResource, LandingResource, PostgresResource
 from resources.lake import write_table
-from resources.warehouse import engine
 
 _DATE = "processing_date__"  # a name no source column has
 PG_ARROW = {
@@ -96,36 +93,23 @@ def read_landing(
     landing: LandingResource, entity: str, days: list[str]
 ) -> tuple[pa.Table | None, dict[str, pa.Schema]]:
     """The entity's landing files of the delivery dates `days`, every column as text (a CSV carries no
-    types), each row with its delivery date in `event_date`; and per date the columns its files have."""
+    types), each row with its delivery date in `event_date`; and per date the columns its files have.
+    Files of one date may differ in their columns: the union is kept, absent values null."""
     wanted = set(days)
     files = [f for f in landing.landed(entity) if f.key.split("/")[1:2] and f.key.split("/")[1] in wanted]
     if not files:
         return None, {}
-    headers: dict[str, set[str]] = {}
-    # Copied to local files first: the landing folder may be on S3, and DuckDB reads S3 only with httpfs.
-    with tempfile.TemporaryDirectory(prefix="landing-") as copies, engine() as conn:
-        delivered = []
-        for number, landed in enumerate(files):
-            data = landing.read(landed.key)
-            path = Path(copies) / f"{number}-{landed.name}"
-            path.write_bytes(data)
-            day = landed.key.split("/")[1]
-            delivered.append((str(path), day))
-            first_line = data.split(b"\n", 1)[0].decode("utf-8-sig").strip()
-            headers.setdefault(day, set()).update(next(csv.reader([first_line]), []))
-        conn.register("delivered", pa.table({"file": [p for p, _ in delivered], "day": [d for _, d in delivered]}))
-        rows = (
-            conn.execute(
-                "SELECT r.* EXCLUDE (filename), d.day::DATE AS event_date "
-                "FROM read_csv(?, all_varchar = true, header = true, union_by_name = true, filename = true) AS r "
-                "JOIN delivered AS d ON d.file = r.filename",
-                [[p for p, _ in delivered]],
-            )
-            .arrow()
-            .read_all()
-        )
-    schemas = {day: pa.schema([(c, pa.string()) for c in sorted(columns)]) for day, columns in headers.items()}
-    return rows, schemas
+    # Every value as text, empty fields as null (as the PostgreSQL export gives them).
+    options = pcsv.ConvertOptions(default_column_type=pa.string(), strings_can_be_null=True)
+    tables, schemas = [], {}
+    for landed in files:
+        day = landed.key.split("/")[1]
+        rows = pcsv.read_csv(io.BytesIO(landing.read(landed.key)), convert_options=options)
+        rows = rows.append_column("event_date", pa.array([dt.date.fromisoformat(day)] * rows.num_rows, pa.date32()))
+        tables.append(rows)
+        known = schemas.get(day, pa.schema([]))
+        schemas[day] = pa.unify_schemas([known, rows.schema.remove(rows.schema.get_field_index("event_date"))])
+    return pa.concat_tables(tables, promote_options="default"), schemas
 
 
 def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, days: list[str]) -> None:
