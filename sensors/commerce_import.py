@@ -34,7 +34,7 @@ def _definitions() -> dg.Definitions:
 def import_history(folder: str, instance: dg.DagsterInstance) -> dict:
     """Land the history under `folder` and run commerce_import_job over its dates: the summary."""
     defs = _definitions()
-    landing = defs.resources["landing"].process_config_and_initialize()  # LANDING_ROOT from the environment
+    landing = (defs.resources or {})["landing"].process_config_and_initialize()  # LANDING_ROOT from the environment
     first, last, rows = land_history(landing, folder)
     result = defs.resolve_job_def("commerce_import_job").execute_in_process(
         instance=instance,

@@ -161,7 +161,7 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
         if source == "postgres":
             window = context.partition_time_window
             table, source_types = extract_postgres(postgres, entity, window.start.isoformat(), window.end.isoformat())
-            schemas = dict.fromkeys(days, source_types)
+            schemas: dict[str, pa.Schema] = dict.fromkeys(days, source_types)
             windows = {"start": window.start.isoformat(), "end": window.end.isoformat(), "rows": table.num_rows}
         else:
             table, schemas = read_landing(landing, entity, days)
