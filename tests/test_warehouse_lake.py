@@ -180,9 +180,27 @@ def test_empty_processing_dates_give_typed_empty_outputs(postgres_server: dict, 
         assert query(env, "SELECT order_id, status FROM core.fact_orders ORDER BY 1") == orders
         assert query(env, "SELECT count(*) FROM core.dim_customers") == [(2,)]
 
-        checks_passed(build(env, D3))  # and an empty date after data
+        # Every mart has a row per day from the first run on; no dbt test fails on an empty mart.
+        for mart in ("kpi_sales", "kpi_dropoff", "kpi_shipping_lag", "kpi_customers"):
+            assert query(env, f"SELECT count(DISTINCT period_start) FROM marts.{mart} WHERE grain = 'day'") == [(1,)]
+
+        # A day without orders after data (the catalogue changes, nothing is ordered): its KPIs are 0, not NULL.
+        with env["resources"]["postgres"].connect() as conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE commerce.products SET price = price + 1, updated_at = '{D3} 08:00+00'")
+        checks_passed(build(env, D3))  # the dbt tests (not-null KPIs among them) are checks
         assert query(env, "SELECT order_id, status FROM core.fact_orders ORDER BY 1") == orders
         assert lake.count_by_date(staging_table("orders")) == {D2: 2}
-        assert query(env, f"SELECT orders FROM marts.kpi_sales WHERE grain = 'day' AND period_start = '{D2}'") == [(2,)]
+        assert query(env, f"SELECT sum(orders) FROM marts.kpi_sales WHERE grain = 'day' AND period_start = '{D2}'") == [
+            (2,)
+        ]
+        empty_day = {
+            "kpi_sales": "sum(orders), sum(order_intake), sum(revenue), sum(freight)",
+            "kpi_dropoff": "sum(order_intake), sum(dropoff_rate)",
+            "kpi_shipping_lag": "sum(shipped_orders), sum(median_lag_hours), sum(late_delivery_rate)",
+            "kpi_customers": "sum(customers), sum(new_share), sum(returning_share)",
+        }
+        for mart, figures in empty_day.items():
+            (row,) = query(env, f"SELECT {figures} FROM marts.{mart} WHERE grain = 'day' AND period_start = '{D3}'")
+            assert all(value == 0 for value in row), (mart, row)
     finally:
         mp.undo()
