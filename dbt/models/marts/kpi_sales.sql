@@ -1,6 +1,7 @@
 -- Order intake, revenue and freight by shop, location and period (day, week and month of purchase, by
 -- the business date in the source's time zone), from the order positions: an order spanning several
 -- shops counts for each shop with its own positions. Every calendar day has a row per shop, 0 without orders.
+-- depends_on: {{ ref('fact_orders') }} (held back with the order facts when a test of theirs fails)
 with positions as (
     select * from {{ ref('fact_order_positions') }} where order_date is not null
 )
