@@ -19,7 +19,7 @@ from assets.quality import (
     quality_check_specs,
     quarantine_rate,
 )
-from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, Entity
+from assets.warehouse.contracts import DUCKDB_TYPES, ENTITIES, TYPE_WORDS, Entity
 from assets.warehouse.names import (
     SOURCE_TIMEZONE,
     quarantine_table,
@@ -33,6 +33,7 @@ from resources.warehouse import engine
 
 _TS = {"dtype_kwargs": {"unit": "us", "tz": "UTC"}}
 _HASH = r"^[0-9a-f]{64}$"
+_NO_CHECKS: list = []
 _PANDERA_TYPES = {"int": int, "decimal": float, "text": str, "timestamp": pd.DatetimeTZDtype}
 
 
@@ -104,7 +105,7 @@ def _typed_select(entity: Entity, received: list[str], source: str) -> str:
     by_contract: dict[str, list[str]] = {}
     for name in received:
         by_contract.setdefault(entity.aliases.get(name, name), []).append(name)
-    checks = MODELS[entity.name].to_schema().columns
+    checks = {name: column.checks for name, column in MODELS[entity.name].to_schema().columns.items()}
     exprs, invalid = [], []
     for column, spec in entity.columns.items():
         target = DUCKDB_TYPES[spec.type]
@@ -117,16 +118,17 @@ def _typed_select(entity: Entity, received: list[str], source: str) -> str:
         text = "NULLIF(TRIM(CAST(coalesce(" + ", ".join(f'"{n}"' for n in names) + ") AS VARCHAR)), '')"
         cast = f"TRY_CAST({text} AS {target})"
         exprs.append(f"{cast} AS {column}")
-        got = "'a value that is not allowed'" if column in entity.personal else f"'''' || {text} || ''''"
-        broken = [f"{cast} IS NULL AND {text} IS NOT NULL"]  # not of the contract's type
-        broken += [
-            f"{cast} IS NOT NULL AND ({check_violation_sql(cast, c)})"
-            for c in (checks[column].checks if column in checks else [])
-        ]
+        # A value is quoted only where it broke a rule on a value of the right type (a vocabulary, a range):
+        # free text in a wrong type may hold anything, personal data included.
+        got = "'a value outside the rule'" if column in entity.personal else "'''' || " + text + " || ''''"
+        rules = [f"{cast} IS NOT NULL AND ({check_violation_sql(cast, c)})" for c in checks.get(column, _NO_CHECKS)]
         conditions = (
             [f"WHEN {text} IS NULL THEN {_quote(f'{column} ({spec.words}): missing')}"] if spec.required else []
         )
-        conditions.append(f"WHEN {' OR '.join(broken)} THEN {_quote(f'{column} ({spec.words}): got ')} || {got}")
+        not_typed = _quote(f"{column} ({spec.words}): got a value that is not {TYPE_WORDS[spec.type]}")
+        conditions.append(f"WHEN {cast} IS NULL AND {text} IS NOT NULL THEN {not_typed}")
+        if rules:
+            conditions.append(f"WHEN {' OR '.join(rules)} THEN {_quote(f'{column} ({spec.words}): got ')} || {got}")
         invalid.append(f"CASE {' '.join(conditions)} END")
     reasons = f"concat_ws('; ', {', '.join(invalid)})" if invalid else "''"
     payload = "json_object(" + ", ".join(f'{_quote(n)}, "{n}"' for n in received) + ")"
