@@ -54,7 +54,7 @@ def _sql_literal(value) -> str:
     return "'" + str(value).replace("'", "''") + "'" if isinstance(value, str) else repr(value)
 
 
-def _check_sql(column: str, check) -> str:
+def check_violation_sql(column: str, check) -> str:
     """SQL that is true when the non-null value `column` fails the Pandera `check`."""
     stats = check.statistics
     text = f"CAST({column} AS VARCHAR)"
@@ -95,7 +95,7 @@ def violations_sql(model: type[pa.DataFrameModel]) -> str:
             failures.setdefault(f"missing_field:{name}", []).append(f"{quoted} IS NULL")
         for check in column.checks:
             label = "unknown_value" if check.name == "isin" else "invalid_value"
-            condition = f"({quoted} IS NOT NULL AND ({_check_sql(quoted, check)}))"
+            condition = f"({quoted} IS NOT NULL AND ({check_violation_sql(quoted, check)}))"
             failures.setdefault(f"{label}:{name}", []).append(condition)
     # concat_ws skips NULLs: the reasons of a row, in sorted order, without per-row list work.
     cases = [f"CASE WHEN {' OR '.join(conds)} THEN '{reason}' END" for reason, conds in sorted(failures.items())]

@@ -47,7 +47,9 @@ def source_ddl() -> str:
     """The source schema: one table per entity, keyed by its business key."""
     statements = ["CREATE SCHEMA IF NOT EXISTS commerce"]
     for entity in ENTITIES.values():
-        cols = ", ".join(f"{c} {PG_TYPES[f]}" for c, f in entity.columns.items())
+        cols = ", ".join(
+            f"{c} {PG_TYPES[col.type]}{' NOT NULL' if col.required else ''}" for c, col in entity.columns.items()
+        )
         statements.append(f"CREATE TABLE IF NOT EXISTS commerce.{entity.name} ({cols}, PRIMARY KEY ({entity.key}))")
     return ";\n".join(statements)
 
@@ -62,7 +64,9 @@ def generate(n_orders: int, start: str = "2026-01-01", days: int = 10, seed: int
     shops.insert(0, "shop_id", np.arange(1, len(shops) + 1))
     shops["updated_at"] = t0 + pd.Timedelta(minutes=5)
 
-    n_products = max(20, min(2000, n_orders // 50))
+    # A fifth of the catalogue is never ordered (it must load all the same).
+    n_products = max(25, min(2500, n_orders // 40))
+    n_ordered = n_products * 4 // 5
     products = pd.DataFrame(
         {
             "product_id": np.arange(1, n_products + 1),
@@ -91,8 +95,17 @@ def generate(n_orders: int, start: str = "2026-01-01", days: int = 10, seed: int
     shipped = orders["purchased_at"] + hours(rng.lognormal(3.0, 0.6, n_orders)).floor("s")
     delivered = shipped + hours(rng.uniform(12, 120, n_orders)).floor("s")
     cancelled = orders["purchased_at"] + hours(rng.uniform(0.2, 12, n_orders)).floor("s")
+    approved = orders["purchased_at"] + hours(rng.uniform(0.05, 0.15, n_orders)).floor("s")
+    # Promised 3 to 6 days after the purchase, at midnight UTC: a late delivery comes after it.
+    estimated = (orders["purchased_at"] + pd.to_timedelta(rng.integers(3, 7, n_orders), unit="D")).dt.floor("D")
     v1 = orders.assign(
-        status="placed", shipped_at=pd.NaT, delivered_at=pd.NaT, cancelled_at=pd.NaT, updated_at=orders["purchased_at"]
+        status="approved",
+        approved_at=approved,
+        shipped_at=pd.NaT,
+        delivered_at=pd.NaT,
+        estimated_delivery_at=estimated,
+        cancelled_at=pd.NaT,
+        updated_at=approved,
     )
     is_shipped, is_delivered, is_cancelled = outcome >= 0.05, outcome >= 0.15, outcome < 0.05
     v2 = v1[is_shipped].assign(status="shipped", shipped_at=shipped[is_shipped], updated_at=shipped[is_shipped])
@@ -137,28 +150,48 @@ def generate(n_orders: int, start: str = "2026-01-01", days: int = 10, seed: int
         country=[CITIES[i][1] for i in moved_to],
         updated_at=movers["created_at"] + hours(rng.uniform(1, days * 24, len(movers))).floor("s"),
     )
+    # A third of them move again later on.
+    again = movers.sample(frac=1 / 3, random_state=seed + 3)
+    moved_again = rng.integers(0, len(CITIES), len(again))
+    again = again.assign(
+        city=[CITIES[i][0] for i in moved_again],
+        country=[CITIES[i][1] for i in moved_again],
+        updated_at=again["updated_at"] + hours(rng.uniform(24, max(48, days * 12), len(again))).floor("s"),
+    )
 
-    # Positions: one to five per order at the catalogue price; some quantities corrected afterwards.
+    # Positions: one to five per order at the catalogue price, with freight; some quantities corrected
+    # afterwards. Most come from the order's shop; in one order of ten each position comes from any shop
+    # (a marketplace order spanning several sellers).
     per_order = np.minimum(1 + rng.poisson(1.2, n_orders), 5)
     order_of = np.repeat(orders["order_id"].to_numpy(), per_order)
-    product_of = rng.integers(1, n_products + 1, len(order_of))
+    product_of = rng.integers(1, n_ordered + 1, len(order_of))
+    multi_order = rng.random(n_orders) < 0.1
+    multi_shop = np.repeat(multi_order, per_order)
+    shop_of = np.where(
+        multi_shop, rng.integers(1, len(shops) + 1, len(order_of)), np.repeat(orders["shop_id"].to_numpy(), per_order)
+    )
     positions = pd.DataFrame(
         {
             "position_id": np.arange(1, len(order_of) + 1),
             "order_id": order_of,
             "product_id": product_of,
+            "shop_id": shop_of,
             "quantity": rng.integers(1, 4, len(order_of)),
             "price": products["price"].to_numpy()[product_of - 1],
-            "updated_at": pd.DatetimeIndex(np.repeat(orders["purchased_at"].to_numpy(), per_order)),
+            "freight": rng.uniform(0, 15, len(order_of)).round(2),
+            "updated_at": pd.DatetimeIndex(np.repeat(approved.to_numpy(), per_order)),
         }
     )
     corrected = positions.sample(frac=0.05, random_state=seed + 2).assign(
         quantity=lambda f: f["quantity"] + 1, updated_at=lambda f: f["updated_at"] + pd.Timedelta(minutes=45)
     )
+    # A marketplace order spanning several shops names no shop of its own: its positions do.
+    order_versions["shop_id"] = order_versions["shop_id"].astype("Int64")
+    order_versions.loc[order_versions["order_id"].isin(orders["order_id"][multi_order]), "shop_id"] = pd.NA
     frames = {
         "shops": shops,
         "products": pd.concat([products, repriced], ignore_index=True),
-        "customers": pd.concat([customers, movers], ignore_index=True),
+        "customers": pd.concat([customers, movers, again], ignore_index=True),
         "orders": order_versions,
         "order_positions": pd.concat([positions, corrected], ignore_index=True),
     }

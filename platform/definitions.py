@@ -43,7 +43,7 @@ from sensors.clickstream import (
 from sensors.fraud import FRAUD_JOBS, FRAUD_SENSORS
 from sensors.loans import loans_batch_job, loans_kafka_sensor, loans_landing_sensor, loans_stream_job
 from sensors.policies import automation_sensor, with_policies
-from sensors.warehouse import commerce_raw_job, commerce_raw_schedule, commerce_warehouse_job
+from sensors.warehouse import commerce_import_job, commerce_raw_job, commerce_raw_schedule, commerce_warehouse_job
 
 ASSET_MODULES = [clickstream_bronze, clickstream_silver, clickstream_gold, clickstream_history]
 ASSET_MODULES += [loans_raw, loans_cleaned, loans_features]
@@ -65,6 +65,7 @@ defs = dg.Definitions(
         *FRAUD_JOBS,
         commerce_warehouse_job,
         commerce_raw_job,
+        commerce_import_job,
     ],
     schedules=[commerce_raw_schedule, clickstream_daily_close_schedule],
     sensors=[clickstream_kafka_sensor, loans_kafka_sensor, loans_landing_sensor]

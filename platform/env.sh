@@ -27,6 +27,10 @@ export POSTGRES_DB=${POSTGRES_DB:-commerce}
 export POSTGRES_USER=${POSTGRES_USER:-commerce}
 export POSTGRES_PASSWORD=${POSTGRES_PASSWORD:-commerce}
 export LANDING_ROOT=${LANDING_ROOT:-$root/data/input}
+# The warehouse's first processing date (a history import moves it back) and the source's time zone: timestamps
+# without an offset are local times there, and business dates are local dates there. Read when the code location loads.
+export COMMERCE_PARTITIONS_START=${COMMERCE_PARTITIONS_START:-2026-01-01}
+export COMMERCE_SOURCE_TIMEZONE=${COMMERCE_SOURCE_TIMEZONE:-UTC}
 # The loan feature version loan_risk_features computes (FEATURE_VERSIONS in assets/loans/logic.py), read when
 # the code location loads; empty = the latest. Switching it shows the asset stale; materialize it to apply.
 export LOAN_FEATURE_VERSION=${LOAN_FEATURE_VERSION:-}

@@ -5,6 +5,7 @@ rebuilds the star schema and the KPI marts, each layer once the one before it pa
 
 import dagster as dg
 
+from assets.warehouse.contracts import ENTITIES
 from assets.warehouse.names import warehouse_daily_partitions
 from sensors.run_policy import BATCH_TAGS
 
@@ -14,6 +15,16 @@ commerce_warehouse_job = dg.define_asset_job(
     partitions_def=warehouse_daily_partitions,
     description="Extract one processing date from PostgreSQL and the landing files, stage it, rebuild facts, "
     "dimensions and KPI marts.",
+    tags=BATCH_TAGS,
+)
+
+commerce_import_job = dg.define_asset_job(
+    "commerce_import_job",
+    selection=dg.AssetSelection.assets(*(f"raw_landing_{entity}" for entity in ENTITIES))
+    | dg.AssetSelection.groups("commerce_staging", "commerce_core", "commerce_marts"),
+    partitions_def=warehouse_daily_partitions,
+    description="A history import (python -m assets.warehouse.history): the landing files of a range of dates "
+    "staged and built into the star schema and marts in one run.",
     tags=BATCH_TAGS,
 )
 

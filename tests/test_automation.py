@@ -90,28 +90,37 @@ def test_staging_reaches_dbt_only_past_passing_blocking_checks(defs):
         for entity in ENTITIES:
             ticks.checked(f"stg_{entity}", day, failing=("stg_orders_schema_check",))
         requested = ticks.tick()
-        assert requested.get("fact_order_positions") == {day}
-        assert "fact_orders" not in requested and "kpi_sales" not in requested
-        assert {"customers_snapshot", "dim_products", "dim_shops"} <= set(requested)
+        # Both facts read the orders (the positions take their business date and delivery from them): both wait.
+        assert "fact_orders" not in requested and "fact_order_positions" not in requested
+        assert "kpi_sales" not in requested
+        assert {"dim_customers", "dim_products", "dim_shops"} <= set(requested)
 
         # The orders staged again, valid: now fact_orders of that date follows.
         ticks.tick()  # (the previous tick's requests are handled on this one)
         ticks.checked("stg_orders", day)
-        assert ticks.tick().get("fact_orders") == {day}
+        follow = ticks.tick()
+        assert follow.get("fact_orders") == follow.get("fact_order_positions") == {day}
 
 
 def test_marts_follow_the_facts(defs):
     day = warehouse_daily_partitions.get_last_partition_key()
     with dg.instance_for_test() as instance:
         ticks = Ticks(defs, instance)
-        for name in ("dim_shops", "dim_products", "customers_snapshot", "dim_customers", "dim_date"):
+        for entity in ENTITIES:  # dim_date also reads the staging tables' processing dates
+            ticks.checked(f"stg_{entity}", day)
+        for name in ("dim_shops", "dim_products", "dim_customers", "dim_date"):
             ticks.checked(name)
         ticks.checked("fact_order_positions", day)
         ticks.checked("fact_orders", day, failing=("unique_fact_orders_order_id",))
         assert not {"kpi_sales", "dim_date"} & set(ticks.tick())  # a dbt test failed on the facts: held back
         ticks.checked("fact_orders", day)
-        requested = ticks.tick()
-        assert {"kpi_sales", "kpi_dropoff", "kpi_shipping_lag", "kpi_customers", "dim_date"} <= set(requested)
+        requested = set(ticks.tick())
+        assert {"kpi_shipping_lag", "kpi_customers", "dim_date"} <= requested
+        ticks.checked("dim_date")  # kpi_sales reads the calendar, kpi_dropoff kpi_sales: they follow in turn
+        requested |= set(ticks.tick())
+        ticks.checked("kpi_sales")
+        requested |= set(ticks.tick())
+        assert {"kpi_sales", "kpi_dropoff"} <= requested
 
 
 def test_the_feature_registry_follows_the_features(defs):

@@ -174,7 +174,7 @@ def test_warehouse_staging_checks_and_alerts_show_no_personal_data(instance, rec
         "iban": IBAN,  # a column the contract does not know: schema drift
     }
     rows = [
-        {**base, "country": "GBR"},  # staged (pseudonymized), but fails the schema check: blocking
+        {**base, "country": "GBR"},  # quarantined: breaks the contract (a two-letter ISO code)
         {**base, "customer_id": "2", "city": ""},  # quarantined: missing city
         {**base, "customer_id": "3", "updated_at": f"{NAME} changed it"},  # quarantined: invalid updated_at
         {**base, "customer_id": "4", "email": OTHER_EMAIL, "city": ""},
@@ -195,7 +195,9 @@ def test_warehouse_staging_checks_and_alerts_show_no_personal_data(instance, rec
         raise_on_error=False,
     )
     checks = {e.check_name: e for e in result.get_asset_check_evaluations()}
-    assert not checks["stg_customers_schema_check"].passed and not checks["stg_customers_quarantine_check"].passed
+    # Every row breaks the contract: quarantined with the contract's words, nothing staged to fail the schema.
+    assert checks["stg_customers_schema_check"].passed and not checks["stg_customers_quarantine_check"].passed
+    assert checks["stg_customers_quarantine_check"].metadata["quarantined"].value == 4
     assert not checks["schema_drift_check"].passed
 
     log = tmp_path / "alerts.jsonl"
@@ -205,17 +207,15 @@ def test_warehouse_staging_checks_and_alerts_show_no_personal_data(instance, rec
     channels = operator_channels(instance, log, receiver)
     assert_nothing_personal(channels, [FIRST, LAST, EMAIL, PHONE, STREET, ZIP, IBAN, OTHER_EMAIL])
 
-    check_alerts(log, receiver, "stg_customers_schema_check")
     check_alerts(log, receiver, "stg_customers_quarantine_check")
     sample = checks["stg_customers_quarantine_check"].metadata["sample"].value
     assert sorted(row["reason"] for row in sample) == [  # type: ignore[union-attr]
-        "missing_or_invalid:city",
-        "missing_or_invalid:city",
-        "missing_or_invalid:updated_at",
+        "breaks the contract: city (required, text): missing",
+        "breaks the contract: city (required, text): missing",
+        "breaks the contract: country (required, text, a two-letter ISO code): got 'GBR'",
+        "breaks the contract: updated_at (required, a timestamp): got a value that is not a timestamp",
     ]
     assert all(row["source"] == "landing" and row["processing_date"] == DAY for row in sample)  # type: ignore[union-attr]
-    failures = checks["stg_customers_schema_check"].metadata["failing_rows_sample"].value
-    assert [(f["column"], f["failure_case"]) for f in failures] == [("country", "GBR")]  # type: ignore[union-attr]
     assert "iban" in channels["event log"]  # the drifted column is named; its values are not shown
 
 

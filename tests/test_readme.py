@@ -73,3 +73,10 @@ def test_paths_and_make_targets_the_readme_names_exist():
     targets = set(re.findall(r"^([a-z-]+):", (ROOT / "Makefile").read_text(), re.M))
     for target in sorted(set(re.findall(r"`make ([a-z-]+)", README))):
         assert target in targets, f"the README names `make {target}`, which the Makefile lacks"
+
+
+def test_the_readme_shows_the_commerce_contract_as_the_code_defines_it():
+    from assets.warehouse.contracts import ENTITIES, contract_markdown
+
+    for entity in ENTITIES.values():
+        assert contract_markdown(entity) in README, f"the README's contract of {entity.name} differs from the code"

@@ -1,9 +1,10 @@
 """The star schema and KPI marts, built by dbt (dbt/, dbt-duckdb) into the warehouse DuckDB file.
 
 Every dbt model is an asset and every dbt test an asset check. Facts are partitioned by processing
-date like raw and staging (a run replaces what changed on its dates); dimensions, the SCD2 snapshot
-and the KPI marts are rebuilt from all dates. Each KPI mart attaches a rendered table, its headline figures and
-a chart to its materialization (assets/warehouse/kpis.py)."""
+date like raw and staging (a run replaces what changed on its dates); dimensions (customers' SCD2
+history built from the change times in the data) and the KPI marts are rebuilt from all dates. Each
+KPI mart attaches a rendered table, its headline figures and a chart to its materialization
+(assets/warehouse/kpis.py)."""
 
 import json
 import shutil
@@ -105,7 +106,7 @@ def commerce_dbt_facts(context: dg.AssetExecutionContext, dbt: DbtCliResource):
 def commerce_dbt_models(
     context: dg.AssetExecutionContext, dbt: DbtCliResource, warehouse: WarehouseResource, lake: LakeResource
 ):
-    """Dimensions (customers with SCD2 history through a dbt snapshot), dim_date and the KPI marts."""
+    """Dimensions (customers with SCD2 history from the change times in the data), dim_date and the KPI marts."""
     marts = []
     for event in dbt.cli(["build"], context=context).stream():
         if isinstance(event, dg.Output) and event.output_name.startswith("kpi_"):

@@ -24,12 +24,13 @@ HEADLINES = {
     "kpi_dropoff": """
         SELECT sum(dropped_intake) AS dropped_intake_total,
                round(1 - sum(revenue) / nullif(sum(order_intake), 0), 4) AS dropoff_rate_total
-        FROM marts.kpi_dropoff""",
+        FROM marts.kpi_dropoff WHERE grain = 'day'""",
     # A median over every shop cannot be derived from the shops' medians: computed from the facts, as the mart is.
     "kpi_shipping_lag": """
-        SELECT count(*) AS shipped_orders_total, round(median(purchase_to_ship_hours), 2) AS median_lag_hours,
-               round(quantile_cont(purchase_to_ship_hours, 0.9), 2) AS p90_lag_hours
-        FROM core.fact_orders WHERE shipped_at IS NOT NULL""",
+        SELECT count(shipped_at) AS shipped_orders_total, round(median(purchase_to_ship_hours), 2) AS median_lag_hours,
+               round(quantile_cont(purchase_to_ship_hours, 0.9), 2) AS p90_lag_hours,
+               round(count(*) FILTER (WHERE is_late) / nullif(count(is_late), 0), 4) AS late_delivery_rate_total
+        FROM core.fact_orders""",
     "kpi_customers": """
         SELECT period_start::VARCHAR AS latest_day, customers AS customers_latest_day,
                new_share AS new_share_latest_day, returning_share AS returning_share_latest_day
@@ -44,13 +45,13 @@ CHARTS = {
     ),
     "kpi_dropoff": (
         "Drop-off from intake to revenue per month, by shop",
-        "PIVOT (SELECT month_start, shop_name, dropoff_rate FROM marts.kpi_dropoff) "
-        "ON shop_name USING first(dropoff_rate) ORDER BY month_start",
+        "PIVOT (SELECT period_start AS month_start, shop_name, dropoff_rate FROM marts.kpi_dropoff "
+        "WHERE grain = 'month') ON shop_name USING first(dropoff_rate) ORDER BY month_start",
     ),
     "kpi_shipping_lag": (
         "Median hours from purchase to shipping per month, by shop",
-        "PIVOT (SELECT month_start, shop_name, median_lag_hours FROM marts.kpi_shipping_lag) "
-        "ON shop_name USING first(median_lag_hours) ORDER BY month_start",
+        "PIVOT (SELECT period_start AS month_start, shop_name, median_lag_hours FROM marts.kpi_shipping_lag "
+        "WHERE grain = 'month') ON shop_name USING first(median_lag_hours) ORDER BY month_start",
     ),
     "kpi_customers": (
         "New and returning customers per day",

@@ -6,9 +6,6 @@ from it. The source's column types are checked against the contract as each date
 
 import datetime as dt
 import io
-import tempfile
-from datetime import timedelta
-from pathlib import Path
 
 import dagster as dg
 import duckdb
@@ -16,12 +13,12 @@ import pyarrow as pa
 import pyarrow.csv as pcsv
 
 from assets.partition_checks import per_partition
-from assets.warehouse.contracts import ENTITIES, type_family
+from assets.warehouse.contracts import ENTITIES, contract_markdown, type_family
 from assets.warehouse.names import raw_table, warehouse_daily_partitions
 from resources import LakeResource, LandingResource, PostgresResource
 from resources.lake import write_table
-from resources.warehouse import engine
 
+_DATE = "processing_date__"  # a name no source column has
 PG_ARROW = {
     "bigint": pa.int64(),
     "integer": pa.int32(),
@@ -50,7 +47,7 @@ def drift(entity_name: str, table: pa.Table, typed_source: bool = True) -> dict[
         "removed": sorted(c for c in entity.columns if c not in known),
         "retyped": sorted(
             f"{known[c]}: {received[known[c]]} (contract {f})"
-            for c, f in entity.columns.items()
+            for c, f in entity.types.items()
             # Landing files are text by nature: their types are checked when staging casts them.
             if c in known and typed_source and type_family(received[known[c]]) != f
         ),
@@ -60,8 +57,9 @@ def drift(entity_name: str, table: pa.Table, typed_source: bool = True) -> dict[
 
 def extract_postgres(pg: PostgresResource, entity: str, start: str, end: str) -> tuple[pa.Table, pa.Schema]:
     """Rows of commerce.<entity> with start <= updated_at < end, every value as PostgreSQL exports it
-    (text, NULL as null), and the source's own column types. Adjacent windows neither overlap nor leave
-    gaps, so extracting each date once (or again) takes every change exactly once."""
+    (text, NULL as null), its processing date (the UTC date of updated_at) in `event_date`, and the
+    source's own column types. Adjacent windows neither overlap nor leave gaps, so extracting each date
+    once (or again, or as part of a range) takes every change exactly once."""
     with pg.connect() as conn, conn.cursor() as cur:
         cur.execute(
             "SELECT column_name, data_type FROM information_schema.columns "
@@ -73,51 +71,56 @@ def extract_postgres(pg: PostgresResource, entity: str, start: str, end: str) ->
             raise RuntimeError(f"source table commerce.{entity} does not exist")
         buffer = io.BytesIO()
         query = cur.mogrify(
-            f"SELECT * FROM commerce.{entity} WHERE updated_at >= %s AND updated_at < %s "
-            f"ORDER BY updated_at, {ENTITIES[entity].key}",
+            f"SELECT *, to_char(updated_at AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS {_DATE} FROM commerce.{entity} "
+            f"WHERE updated_at >= %s AND updated_at < %s ORDER BY updated_at, {ENTITIES[entity].key}",
             (start, end),
         ).decode()
         cur.copy_expert(f"COPY ({query}) TO STDOUT WITH (FORMAT csv, HEADER)", buffer)
     source_types = pa.schema([(name, PG_ARROW.get(kind, pa.string())) for name, kind in columns])
-    text = pa.schema([(name, pa.string()) for name in source_types.names])
+    text = pa.schema([(name, pa.string()) for name in [*source_types.names, _DATE]])
     if buffer.tell() <= len(",".join(text.names)) + 1:
-        return text.empty_table(), source_types
-    buffer.seek(0)
-    # In PostgreSQL's CSV an unquoted empty field is NULL and "" an empty string.
-    options = pcsv.ConvertOptions(column_types=text, strings_can_be_null=True, quoted_strings_can_be_null=False)
-    return pcsv.read_csv(buffer, convert_options=options).select(text.names), source_types
+        rows = text.empty_table()
+    else:
+        buffer.seek(0)
+        # In PostgreSQL's CSV an unquoted empty field is NULL and "" an empty string.
+        options = pcsv.ConvertOptions(column_types=text, strings_can_be_null=True, quoted_strings_can_be_null=False)
+        rows = pcsv.read_csv(buffer, convert_options=options).select(text.names)
+    dates = rows[_DATE].cast(pa.date32())
+    return rows.drop_columns([_DATE]).append_column("event_date", dates), source_types
 
 
-def read_landing(landing: LandingResource, entity: str, day: str) -> pa.Table | None:
-    """The entity's landing files of `day`, every column as text (a CSV carries no types)."""
-    files = landing.landed(f"{entity}/{day}")
+def read_landing(
+    landing: LandingResource, entity: str, days: list[str]
+) -> tuple[pa.Table | None, dict[str, pa.Schema]]:
+    """The entity's landing files of the delivery dates `days`, every column as text (a CSV carries no
+    types), each row with its delivery date in `event_date`; and per date the columns its files have.
+    Files of one date may differ in their columns: the union is kept, absent values null."""
+    wanted = set(days)
+    files = [f for f in landing.landed(entity) if f.key.split("/")[1:2] and f.key.split("/")[1] in wanted]
     if not files:
-        return None
-    # Copied to local files first: the landing folder may be on S3, and DuckDB reads S3 only with httpfs.
-    with tempfile.TemporaryDirectory(prefix="landing-") as copies, engine() as conn:
-        paths = []
-        for number, landed in enumerate(files):
-            paths.append(Path(copies) / f"{number}-{landed.name}")
-            paths[-1].write_bytes(landing.read(landed.key))
-        return (
-            conn.execute(
-                "SELECT * FROM read_csv(?, all_varchar = true, header = true, union_by_name = true)",
-                [[str(p) for p in paths]],
-            )
-            .arrow()
-            .read_all()
-        )
+        return None, {}
+    # Every value as text, empty fields as null (as the PostgreSQL export gives them).
+    options = pcsv.ConvertOptions(default_column_type=pa.string(), strings_can_be_null=True)
+    tables, schemas = [], {}
+    for landed in files:
+        day = landed.key.split("/")[1]
+        rows = pcsv.read_csv(io.BytesIO(landing.read(landed.key)), convert_options=options)
+        rows = rows.append_column("event_date", pa.array([dt.date.fromisoformat(day)] * rows.num_rows, pa.date32()))
+        tables.append(rows)
+        known = schemas.get(day, pa.schema([]))
+        schemas[day] = pa.unify_schemas([known, rows.schema.remove(rows.schema.get_field_index("event_date"))])
+    return pa.concat_tables(tables, promote_options="default"), schemas
 
 
-def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, day: str) -> None:
-    """Make date `day` of raw table `name` hold exactly `rows` (nothing when None), in one commit. Columns
-    the source added join the table (earlier dates read them as null); columns it dropped are null on
-    this date."""
+def write_raw(lake: LakeResource, name: str, rows: pa.Table | None, days: list[str]) -> None:
+    """Make the dates `days` of raw table `name` hold exactly `rows` (each row's date in `event_date`;
+    nothing when None), in one commit. Columns the source added join the table (earlier dates read them
+    as null); columns it dropped are null on these dates."""
     if rows is None and lake.table(name) is None:
         return  # no delivery, and never one: the table stays absent
-    data = rows if rows is not None else pa.table({})  # no delivery: the date is emptied
-    data = data.append_column("event_date", pa.array([dt.date.fromisoformat(day)] * data.num_rows, pa.date32()))
-    write_table(lake, name, data, replace_where=f"event_date = '{day}'", partition_by=["event_date"])
+    data = rows if rows is not None else pa.table({"event_date": pa.array([], pa.date32())})
+    replace = " OR ".join(f"event_date = '{day}'" for day in days)
+    write_table(lake, name, data, replace_where=replace, partition_by=["event_date"])
 
 
 def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
@@ -125,7 +128,7 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     where = (
         f"table commerce.{entity} of the PostgreSQL source, extracted incrementally by updated_at"
         if source == "postgres"
-        else f"landing files input/{entity}/<YYYY-MM-DD>/"
+        else f"landing files input/{entity}/<YYYY-MM-DD>/*.csv"
     )
 
     @dg.asset(
@@ -137,7 +140,9 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
         description=(
             f"Every {entity} row version as received from the {where}, one partition per processing date "
             f"(Delta table `{raw_table(source, entity)}`). Columns exactly as the source sent them, schema drift "
-            "included, values as exported (text)."
+            "included, values as exported (text). The source contract it is checked against "
+            "(timestamps without an offset are local times of `COMMERCE_SOURCE_TIMEZONE`):\n\n"
+            + contract_markdown(ENTITIES[entity])
         ),
         check_specs=[
             dg.AssetCheckSpec(
@@ -151,29 +156,28 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
     def raw_asset(
         context: dg.AssetExecutionContext, lake: LakeResource, postgres: PostgresResource, landing: LandingResource
     ):
-        total, drifts, windows = 0, {}, {}
-        for day in context.partition_keys:
-            if source == "postgres":
-                start_dt = warehouse_daily_partitions.time_window_for_partition_key(day).start
-                end = (start_dt + timedelta(days=1)).isoformat()
-                table, source_types = extract_postgres(postgres, entity, start_dt.isoformat(), end)
-                windows[day] = {"rows": table.num_rows, "window_end": end}
-            else:
-                table = read_landing(landing, entity, day)
-                source_types = table.schema if table is not None else None
-            write_raw(lake, raw_table(source, entity), table, day)
-            if table is None or source_types is None:  # no delivery for that date: the partition is empty
-                continue
-            total += table.num_rows
-            found = drift(entity, source_types.empty_table(), typed_source=source == "postgres")
+        days = list(context.partition_keys)
+        windows: dict[str, object] = {}
+        if source == "postgres":
+            window = context.partition_time_window
+            table, source_types = extract_postgres(postgres, entity, window.start.isoformat(), window.end.isoformat())
+            schemas: dict[str, pa.Schema] = dict.fromkeys(days, source_types)
+            windows = {"start": window.start.isoformat(), "end": window.end.isoformat(), "rows": table.num_rows}
+        else:
+            table, schemas = read_landing(landing, entity, days)
+        # A range is one commit: every date of it holds exactly its rows afterwards (one run or date by date alike).
+        write_raw(lake, raw_table(source, entity), table, days)
+        drifts = {}
+        for day, schema in schemas.items():
+            found = drift(entity, schema.empty_table(), typed_source=source == "postgres")
             if any(found[k] for k in ("added", "removed", "retyped")):
                 drifts[day] = found
         yield dg.MaterializeResult(
             metadata={
-                "dagster/row_count": total,
-                "processing_dates": ", ".join(context.partition_keys),
+                "dagster/row_count": table.num_rows if table is not None else 0,
+                "processing_dates": f"{days[0]} .. {days[-1]}" if len(days) > 1 else days[0],
                 "table": raw_table(source, entity),
-                **({"extraction_windows": dg.MetadataValue.json(windows)} if windows else {}),
+                **({"extraction_window": dg.MetadataValue.json(windows)} if windows else {}),
             }
         )
         # One result per processing date, also in a range backfill.
@@ -185,7 +189,7 @@ def _raw_asset(source: str, entity: str) -> dg.AssetsDefinition:
                     passed=day not in drifts,
                     metadata={"drift": dg.MetadataValue.json({day: drifts[day]} if day in drifts else {})},
                 )
-                for day in context.partition_keys
+                for day in days
             },
         )
 

@@ -14,3 +14,13 @@
 {% macro generate_schema_name(custom_schema_name, node) -%}
 {{ custom_schema_name if custom_schema_name else target.schema }}
 {%- endmacro %}
+
+{# The business date of a timestamp: its local date in the source's time zone (COMMERCE_SOURCE_TIMEZONE). #}
+{% macro business_date(column) -%}
+(timezone('{{ env_var("COMMERCE_SOURCE_TIMEZONE", "UTC") or "UTC" }}', {{ column }}))::date
+{%- endmacro %}
+
+{# Every calendar day of dim_date, for marts that must give each day a row (0 on a day without orders). #}
+{% macro calendar() -%}
+(select date_day from {{ ref('dim_date') }})
+{%- endmacro %}

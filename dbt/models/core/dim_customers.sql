@@ -1,7 +1,13 @@
--- One row per version of a customer (SCD type 2): pseudonymized identity, address and city, and the
--- period in which that version was valid. Join facts on customer_id and purchased_at in [valid_from, valid_to).
+-- One row per version of a customer (SCD type 2), built from the change times in the data: every staged
+-- version (the latest of its customer on each processing date), valid from its source update time until
+-- the next version's. Loading a range of dates in one run keeps every version, exactly as date by date.
+-- Join facts on customer_id and purchased_at in [valid_from, valid_to).
+with versions as (
+    select * from {{ source('staging', 'stg_customers') }}
+    qualify row_number() over (partition by customer_id, updated_at order by processing_date desc) = 1
+)
 select
-    dbt_scd_id as customer_version_key,
+    md5(customer_id::varchar || '|' || epoch_us(updated_at)::varchar) as customer_version_key,
     customer_id,
     first_name_hash,
     last_name_hash,
@@ -12,7 +18,9 @@ select
     city,
     country,
     created_at,
-    dbt_valid_from as valid_from,
-    coalesce(dbt_valid_to, timestamptz '9999-12-31 00:00:00+00') as valid_to,
-    dbt_valid_to is null as is_current
-from {{ ref('customers_snapshot') }}
+    updated_at as valid_from,
+    coalesce(
+        lead(updated_at) over (partition by customer_id order by updated_at), timestamptz '9999-12-31 00:00:00+00'
+    ) as valid_to,
+    lead(updated_at) over (partition by customer_id order by updated_at) is null as is_current
+from versions

@@ -1,7 +1,15 @@
--- Calendar days covering every purchase, with the week and month they belong to.
-with bounds as (
-    select min(purchased_at)::date as first_day, max(purchased_at)::date as last_day
-    from {{ ref('fact_orders') }}
+-- Calendar days from the first to the last day the warehouse knows of (a purchase's business date or a
+-- processing date of any entity), with the week and month they belong to. Days without orders included:
+-- the KPI marts give each of them a row.
+with known_days as (
+    select order_date as d from {{ ref('fact_orders') }}
+    {% for table in ['stg_shops', 'stg_products', 'stg_customers', 'stg_orders', 'stg_order_positions'] %}
+    union all
+    select distinct processing_date::date from {{ source('staging', table) }}
+    {% endfor %}
+),
+bounds as (
+    select min(d) as first_day, max(d) as last_day from known_days
 )
 select
     d::date as date_day,
