@@ -16,6 +16,7 @@ import io
 import time
 from collections.abc import Callable, Iterator
 
+import dagster as dg
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
@@ -143,3 +144,16 @@ def unsettled_dates(lake: LakeResource, bronze_table: str, key: str, settled_tab
         if recorded is None or recorded < held:
             unsettled[event_date] = {token: held}
     return unsettled
+
+
+def import_result(per_file: dict[str, int], dates: list[str]) -> dg.MaterializeResult:
+    """What an import run reports on its asset: records per file and the range of dates it rebuilt."""
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": sum(per_file.values()),
+            "files": dg.MetadataValue.json(per_file),
+            "dates": len(dates),
+            "first_date": dates[0] if dates else "",
+            "last_date": dates[-1] if dates else "",
+        }
+    )

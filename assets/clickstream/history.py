@@ -122,15 +122,7 @@ def clickstream_history_import(
         chunk = dates[i : i + config.dates_per_commit]
         published |= write_gold_dates(lake, chunk, tokens={t: v for d in chunk for t, v in pending[d].items()})
     _report(context, lake, summaries, published)
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(per_file.values()),
-            "files": dg.MetadataValue.json(per_file),
-            "dates": len(dates),
-            "first_date": dates[0] if dates else "",
-            "last_date": dates[-1] if dates else "",
-        }
-    )
+    return archives.import_result(per_file, dates)
 
 
 def _check_partitions(dates: list[str]) -> None:

@@ -427,6 +427,18 @@ class CheckOutcome:
     blocking: bool
     severity: dg.AssetCheckSeverity = dg.AssetCheckSeverity.ERROR
 
+    def evaluation(self, partition: str, scope: str) -> dg.AssetCheckEvaluation:
+        """The result as an event of a run that reports it itself (`scope`: what it covered)."""
+        return dg.AssetCheckEvaluation(
+            asset_key=dg.AssetKey(self.asset),
+            check_name=self.name,
+            passed=self.passed,
+            metadata={**self.metadata, "scope": scope},
+            severity=self.severity,
+            blocking=self.blocking,
+            partition=partition,
+        )
+
 
 def quarantine_reasons(build: DecisionBuild) -> dict[str, int]:
     return pd.Series(build.quarantine["reason"].to_pylist(), dtype=object).value_counts().to_dict()

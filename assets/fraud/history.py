@@ -21,7 +21,7 @@ import time
 import dagster as dg
 import pyarrow as pa
 
-from assets.archives import file_kind, import_file, unsettled_dates
+from assets.archives import file_kind, import_file, import_result, unsettled_dates
 from assets.fraud.common import CHANGES_STREAM, EVENTS_STREAM
 from assets.fraud.contracts import BUYER_CHANGES, CHECKOUT_EVENTS, SQL_TYPES, Contract
 from assets.fraud.decision import (
@@ -142,27 +142,20 @@ def fraud_history_import(
                 context, fraud_buyer_latest_features, "fraud_buyer_latest_features", metadata=serving
             )
         )
-    return dg.MaterializeResult(
-        metadata={
-            "dagster/row_count": sum(per_file.values()),
-            "files": dg.MetadataValue.json(per_file),
-            "dates": len(dates),
-            "first_date": dates[0] if dates else "",
-            "last_date": dates[-1] if dates else "",
-        }
-    )
+    return import_result(per_file, dates)
 
 
 def _report_dimensions(context: dg.AssetExecutionContext, build: DimensionBuild) -> None:
     for asset, metadata in dimension_metadata(build).items():
         context.log_event(reported_materialization(context, fraud_buyer_dimensions, asset, metadata=metadata))
-    for name, passed, metadata in dimension_checks(build):
+    checks = dimension_checks(build)
+    for name, passed, metadata in checks:
         context.log_event(
             dg.AssetCheckEvaluation(
                 asset_key=dg.AssetKey("fraud_buyer_scd2"), check_name=name, passed=passed, metadata=metadata
             )
         )
-    if not all(passed for _, passed, _ in dimension_checks(build)):
+    if not all(passed for _, passed, _ in checks):
         raise dg.Failure("the buyer dimensions failed their checks: see fraud_buyer_scd2's checks")
 
 
@@ -187,17 +180,7 @@ def _report_dates(context: dg.AssetExecutionContext, builds: dict[str, DecisionB
             )
         schema = (True, {"failures": 0, "rows": build.decision.num_rows}) if all_valid else None
         for check in partition_checks(build, schema=schema):
-            context.log_event(
-                dg.AssetCheckEvaluation(
-                    asset_key=dg.AssetKey(check.asset),
-                    check_name=check.name,
-                    passed=check.passed,
-                    metadata={**check.metadata, "scope": "import"},
-                    severity=check.severity,
-                    blocking=check.blocking,
-                    partition=event_date,
-                )
-            )
+            context.log_event(check.evaluation(event_date, "import"))
             if check.blocking and not check.passed:
                 lost.append(f"{check.name} ({event_date})")
     if lost:

@@ -210,17 +210,7 @@ class LiveDecisionWriter:
         for asset_key, metadata in partition_metadata(added).items():
             self._report(report, asset_key, event_date, {**metadata, "scope": "micro-batch"})
         for check in partition_checks(added, quarantine_rate_over=(counts[1], counts[0])):
-            report.checks.append(
-                dg.AssetCheckEvaluation(
-                    asset_key=dg.AssetKey(check.asset),
-                    check_name=check.name,
-                    passed=check.passed,
-                    metadata={**check.metadata, "scope": "micro-batch"},
-                    severity=check.severity,
-                    blocking=check.blocking,
-                    partition=event_date,
-                )
-            )
+            report.checks.append(check.evaluation(event_date, "micro-batch"))
 
     def _report(self, report: Report, asset_key: str, partition: str | None, metadata: dict) -> None:
         """Logged at once when the run's context is known: a materialization's provenance names its inputs'
